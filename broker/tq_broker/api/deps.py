@@ -1,0 +1,31 @@
+"""Dependencies of the routes, as `Annotated` aliases so that signatures read plainly."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from tq_broker.leader import Elector
+from tq_broker.settings import BrokerSettings
+from tq_broker.store import TaskStore
+
+
+def _store(request: Request) -> TaskStore:
+    store: TaskStore = request.app.state.store
+    return store
+
+
+def _settings(request: Request) -> BrokerSettings:
+    settings: BrokerSettings = request.app.state.settings
+    return settings
+
+
+def _elector(request: Request) -> Elector:
+    elector: Elector = request.app.state.elector
+    return elector
+
+
+StoreDep = Annotated[TaskStore, Depends(_store)]
+SettingsDep = Annotated[BrokerSettings, Depends(_settings)]
+ElectorDep = Annotated[Elector, Depends(_elector)]

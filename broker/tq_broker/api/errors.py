@@ -1,0 +1,110 @@
+"""One table from the broker's exceptions to HTTP status codes and the contract's error body.
+
+The one thing not to break: every error leaves as `{"error": "..."}`. FastAPI's own 422
+validation response never reaches a client; it becomes a 400 naming the field.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from tq_broker.errors import (
+    BrokerError,
+    Conflict,
+    InvalidRequest,
+    NotFound,
+    PayloadTooLarge,
+    StoreUnavailable,
+)
+
+log = logging.getLogger(__name__)
+
+STATUS_BY_ERROR: dict[type[BrokerError], int] = {
+    InvalidRequest: 400,
+    NotFound: 404,
+    Conflict: 409,
+    PayloadTooLarge: 413,
+    StoreUnavailable: 503,
+}
+
+ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
+    code: {
+        "description": description,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["error"],
+                    "properties": {"error": {"type": "string"}},
+                }
+            }
+        },
+    }
+    for code, description in [
+        (400, "Invalid request"),
+        (404, "Not found"),
+        (409, "Conflict"),
+        (413, "Payload too large"),
+        (503, "Broker unavailable or degraded"),
+    ]
+}
+
+
+def error_response(
+    status: int, message: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+def describe_validation_error(exc: RequestValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:5]:
+        loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path", "header")]
+        where = ".".join(loc) or "body"
+        message = str(err.get("msg", "invalid value"))
+        if err.get("type") == "json_invalid":
+            where, message = "body", "malformed JSON"
+        parts.append(f"{where}: {message}")
+    return "; ".join(parts) or "invalid request"
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method any route serves at this path (Starlette names only the first route's)."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        regex = getattr(route, "path_regex", None)
+        if regex is not None and regex.match(request.url.path):
+            methods |= set(getattr(route, "methods", None) or ())
+    return sorted(methods - {"HEAD"})
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    async def on_broker_error(request: Request, exc: Exception) -> JSONResponse:
+        status = next((code for cls, code in STATUS_BY_ERROR.items() if isinstance(exc, cls)), 500)
+        headers = {"Retry-After": "1"} if status == 503 else None
+        return error_response(status, str(exc), headers)
+
+    async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        return error_response(400, describe_validation_error(exc))
+
+    async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, HTTPException)
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            headers["Allow"] = ", ".join(allowed_methods(request))
+        return error_response(exc.status_code, str(exc.detail), headers or None)
+
+    async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return error_response(500, "internal server error")
+
+    app.add_exception_handler(BrokerError, on_broker_error)
+    app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(HTTPException, on_http_error)
+    app.add_exception_handler(Exception, on_unexpected)

@@ -1,0 +1,103 @@
+"""Routes of /api/v1/tasks: submit (single and batch), get, list, cancel."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated
+from uuid import UUID
+
+from fastapi import APIRouter, Header, HTTPException, Query, Response
+from pydantic import TypeAdapter
+
+from tq_broker.api.deps import StoreDep
+from tq_broker.api.errors import ERROR_RESPONSES
+from tq_broker.errors import InvalidRequest
+from tq_client.models import (
+    TASK_TYPE_PATTERN,
+    SubmitBatchRequest,
+    SubmitBatchResponse,
+    SubmitTaskRequest,
+    SubmitTaskResponse,
+    TaskDetail,
+    TaskStatus,
+    TaskSummary,
+)
+
+router = APIRouter(prefix="/api/v1/tasks", tags=["tasks"])
+
+IDEMPOTENCY_KEY_PATTERN = re.compile(r"^[\x21-\x7e]{1,255}$")
+_task_list_json = TypeAdapter(list[TaskSummary])
+JSON = "application/json"
+
+
+def _json(body: bytes, status_code: int = 200) -> Response:
+    return Response(content=body, status_code=status_code, media_type=JSON)
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=SubmitTaskResponse,
+    responses={
+        200: {"model": SubmitTaskResponse, "description": "Idempotent repeat"},
+        **ERROR_RESPONSES,
+    },
+    summary="Submit a task",
+)
+async def submit_task(
+    body: SubmitTaskRequest,
+    store: StoreDep,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+) -> Response:
+    if idempotency_key is not None and not IDEMPOTENCY_KEY_PATTERN.match(idempotency_key):
+        raise InvalidRequest("Idempotency-Key: 1-255 printable ASCII characters without spaces")
+    submitted = await store.task_insert(body, idempotency_key)
+    return _json(submitted.task.model_dump_json().encode(), 201 if submitted.created else 200)
+
+
+@router.post(
+    "/batch",
+    status_code=201,
+    response_model=SubmitBatchResponse,
+    responses=ERROR_RESPONSES,
+    summary="Submit up to 1000 tasks, all or none",
+)
+async def submit_batch(body: SubmitBatchRequest, store: StoreDep) -> Response:
+    tasks = await store.task_insert_many(list(body.tasks))
+    return _json(SubmitBatchResponse(tasks=tasks).model_dump_json().encode(), 201)
+
+
+@router.api_route("/batch", methods=["GET", "PUT", "PATCH", "DELETE"], include_in_schema=False)
+async def batch_other_methods() -> Response:
+    # Without this, GET /tasks/batch would match /tasks/{task_id} and answer "invalid UUID".
+    raise HTTPException(405, "Method Not Allowed")
+
+
+@router.get(
+    "/{task_id}", response_model=TaskDetail, responses=ERROR_RESPONSES, summary="Get a task"
+)
+async def get_task(task_id: UUID, store: StoreDep) -> Response:
+    return _json((await store.task_get(task_id)).model_dump_json().encode())
+
+
+@router.get("", response_model=list[TaskSummary], responses=ERROR_RESPONSES, summary="List tasks")
+async def list_tasks(
+    store: StoreDep,
+    status: TaskStatus | None = None,
+    task_type: Annotated[str | None, Query(pattern=TASK_TYPE_PATTERN)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
+) -> Response:
+    tasks = await store.task_list(status, task_type, limit, offset)
+    return _json(_task_list_json.dump_json(tasks))
+
+
+@router.delete(
+    "/{task_id}",
+    status_code=204,
+    responses=ERROR_RESPONSES,
+    summary="Cancel a pending task",
+)
+async def cancel_task(task_id: UUID, store: StoreDep) -> Response:
+    await store.task_cancel(task_id)
+    return Response(status_code=204)

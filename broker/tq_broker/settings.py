@@ -1,0 +1,61 @@
+"""Broker settings, from the environment (`TQ_*`) and the command line.
+
+Every field has a named unit and a documented default. Nothing reads the environment at import
+time: `BrokerSettings()` is built by the CLI (or a test) and handed to `create_app`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from tq_broker.store import PAYLOAD_LIMIT_BYTES_DEFAULT
+
+
+def default_data_dir() -> Path:
+    """Where the embedded PostgreSQL keeps its data when --data-dir is not given."""
+    if os.geteuid() == 0:
+        # PostgreSQL runs as an unprivileged user and must be able to reach the directory.
+        return Path("/var/lib/taskqueue")
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "taskqueue"
+
+
+class BrokerSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TQ_", extra="ignore")
+
+    host: str = Field("127.0.0.1", description="Address the HTTP API listens on.")
+    port: int = Field(8080, ge=0, le=65535, description="Port of the HTTP API.")
+    database_url: str | None = Field(
+        None, description="PostgreSQL URL; without one the broker starts an embedded server."
+    )
+    data_dir: Path = Field(
+        default_factory=default_data_dir, description="Data directory of the embedded server."
+    )
+    migrate_on_start: bool = Field(True, description="Apply pending migrations at startup.")
+
+    max_payload_bytes: int = Field(
+        PAYLOAD_LIMIT_BYTES_DEFAULT, ge=0, description="Largest decoded payload accepted (413)."
+    )
+    max_batch_body_bytes: int = Field(
+        64 * 1024 * 1024, ge=1024, description="Largest body of POST /api/v1/tasks/batch."
+    )
+
+    pool_min_connections: int = Field(2, ge=1, description="Connections kept open.")
+    pool_max_connections: int = Field(10, ge=1, description="Most connections per replica.")
+    pool_timeout_seconds: float = Field(
+        5.0, gt=0, description="Longest wait for a pooled connection before a 503."
+    )
+    statement_timeout_ms: int = Field(10_000, ge=100, description="Longest SQL statement.")
+    health_timeout_seconds: float = Field(
+        2.0, gt=0, description="Longest /health waits for PostgreSQL before answering degraded."
+    )
+    access_log: bool = Field(False, description="Log every HTTP request.")
+
+    @property
+    def max_body_bytes(self) -> int:
+        """Body cap of single-task requests: the base64 of the largest payload, plus room."""
+        return (self.max_payload_bytes + 2) // 3 * 4 + 64 * 1024

@@ -1,0 +1,62 @@
+-- The whole schema as the migrations build it. tests/integration/test_migrations.py proves the
+-- two are identical; change both together.
+
+CREATE TABLE tq_schema_migrations (
+    version    integer     PRIMARY KEY,
+    name       text        NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE tq_tasks (
+    task_id          uuid        PRIMARY KEY,
+    task_type        text        NOT NULL,
+    payload          bytea       NOT NULL,
+    priority         smallint    NOT NULL CHECK (priority BETWEEN 0 AND 255),
+    status           text        NOT NULL DEFAULT 'pending' CHECK (status IN
+                     ('pending', 'in_progress', 'completed', 'failed', 'dead_letter', 'cancelled')),
+    run_at           timestamptz NOT NULL DEFAULT now(),
+    timeout_seconds  integer     NOT NULL CHECK (timeout_seconds BETWEEN 1 AND 86400),
+    max_retries      integer     NOT NULL CHECK (max_retries BETWEEN 0 AND 100),
+    retry_count      integer     NOT NULL DEFAULT 0 CHECK (retry_count >= 0),
+    result           bytea,
+    error            text,
+    worker_id        text,
+    lease_token      uuid,
+    lease_expires_at timestamptz,
+    claimed_at       timestamptz,
+    finished_at      timestamptz,
+    created_at       timestamptz NOT NULL DEFAULT now(),
+    updated_at       timestamptz NOT NULL DEFAULT now(),
+    idempotency_key  text,
+    request_digest   bytea
+) WITH (fillfactor = 80, autovacuum_vacuum_scale_factor = 0.02, autovacuum_analyze_scale_factor = 0.05);
+
+CREATE INDEX tq_tasks_ready_idx ON tq_tasks (priority DESC, run_at) WHERE status IN ('pending', 'failed');
+CREATE INDEX tq_tasks_created_idx ON tq_tasks (created_at DESC);
+CREATE INDEX tq_tasks_leased_idx ON tq_tasks (lease_expires_at) WHERE status = 'in_progress';
+CREATE INDEX tq_tasks_finished_idx ON tq_tasks (finished_at) WHERE finished_at IS NOT NULL;
+CREATE UNIQUE INDEX tq_tasks_idempotency_key_idx ON tq_tasks (idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
+
+CREATE TABLE tq_workers (
+    worker_id         text             PRIMARY KEY,
+    task_types        text[]           NOT NULL,
+    concurrency       integer          NOT NULL CHECK (concurrency >= 1),
+    status            text             NOT NULL DEFAULT 'online'
+                      CHECK (status IN ('online', 'draining', 'offline')),
+    registered_at     timestamptz      NOT NULL DEFAULT now(),
+    last_heartbeat    timestamptz      NOT NULL DEFAULT now(),
+    current_tasks     integer          NOT NULL DEFAULT 0,
+    cpu_usage_percent double precision NOT NULL DEFAULT 0,
+    memory_usage_mb   double precision NOT NULL DEFAULT 0
+);
+
+CREATE FUNCTION tq_notify_task_ready() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('tq_task_ready', '');
+    RETURN NULL;
+END;
+$$;
+
+CREATE TRIGGER tq_tasks_notify_ready AFTER INSERT ON tq_tasks
+    FOR EACH STATEMENT EXECUTE FUNCTION tq_notify_task_ready();

@@ -1,0 +1,171 @@
+"""Task and worker operations on PostgreSQL, named noun-first (TaskInsert, TaskCancel, ...).
+
+The one thing not to break: a state change is one conditional statement. Whether a cancel, a
+completion or a rescue may happen is decided by its WHERE clause inside PostgreSQL, never by a
+read followed by a write in Python.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+from tq_broker.connector import Connector
+from tq_broker.errors import Conflict, NotFound, PayloadTooLarge
+from tq_broker.ids import new_task_id
+from tq_client.models import (
+    QueueDepthByPriority,
+    Stats,
+    SubmitTaskRequest,
+    SubmitTaskResponse,
+    TaskDetail,
+    TaskStatus,
+    TaskSummary,
+    WorkerInfo,
+)
+
+PAYLOAD_LIMIT_BYTES_DEFAULT = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Submitted:
+    task: SubmitTaskResponse
+    created: bool  # False when an idempotent repeat returned the earlier task
+
+
+@dataclass(frozen=True)
+class HealthCounts:
+    connected_workers: int
+    pending_tasks: int
+
+
+def request_digest(request: SubmitTaskRequest) -> bytes:
+    """What makes two submits 'the same request' for an idempotency key."""
+    return hashlib.sha256(request.model_dump_json().encode("utf-8")).digest()
+
+
+class TaskStore:
+    def __init__(
+        self, connector: Connector, max_payload_bytes: int = PAYLOAD_LIMIT_BYTES_DEFAULT
+    ) -> None:
+        self._db = connector
+        self._max_payload_bytes = max_payload_bytes
+
+    def _check_payload(self, request: SubmitTaskRequest) -> None:
+        if len(request.payload) > self._max_payload_bytes:
+            raise PayloadTooLarge(
+                f"payload is {len(request.payload)} bytes decoded; "
+                f"the limit is {self._max_payload_bytes}"
+            )
+
+    async def task_insert(
+        self, request: SubmitTaskRequest, idempotency_key: str | None = None
+    ) -> Submitted:
+        self._check_payload(request)
+        digest = request_digest(request) if idempotency_key is not None else None
+        row = await self._db.fetch_one(
+            "task_insert",
+            {
+                "task_id": new_task_id(),
+                "task_type": request.task_type,
+                "payload": request.payload,
+                "priority": request.priority,
+                "run_at": request.schedule_at,
+                "timeout_seconds": request.timeout_seconds,
+                "max_retries": request.max_retries,
+                "idempotency_key": idempotency_key,
+                "request_digest": digest,
+            },
+        )
+        if row is not None:
+            return Submitted(SubmitTaskResponse(task_id=row["task_id"], status=row["status"]), True)
+        earlier = await self._db.fetch_one(
+            "task_get_by_idempotency_key", {"idempotency_key": idempotency_key}
+        )
+        if earlier is None:  # the earlier task was deleted between the two statements
+            raise Conflict("idempotency key was just used by a task that no longer exists")
+        if bytes(earlier["request_digest"]) != digest:
+            raise Conflict("Idempotency-Key was already used with a different request body")
+        return Submitted(
+            SubmitTaskResponse(task_id=earlier["task_id"], status=earlier["status"]), False
+        )
+
+    async def task_insert_many(self, requests: list[SubmitTaskRequest]) -> list[SubmitTaskResponse]:
+        for request in requests:
+            self._check_payload(request)
+        ids = [new_task_id() for _ in requests]
+        await self._db.execute(
+            "task_insert_many",
+            {
+                "task_ids": ids,
+                "task_types": [r.task_type for r in requests],
+                "payloads": [r.payload for r in requests],
+                "priorities": [r.priority for r in requests],
+                "run_ats": [r.schedule_at for r in requests],
+                "timeouts": [r.timeout_seconds for r in requests],
+                "max_retries": [r.max_retries for r in requests],
+            },
+        )
+        return [SubmitTaskResponse(task_id=i, status=TaskStatus.PENDING) for i in ids]
+
+    async def task_get(self, task_id: UUID) -> TaskDetail:
+        row = await self._db.fetch_one("task_get", {"task_id": task_id})
+        if row is None:
+            raise NotFound(f"task {task_id} not found")
+        return TaskDetail.model_validate(_bytes_columns(row, "result"))
+
+    async def task_list(
+        self, status: TaskStatus | None, task_type: str | None, limit: int, offset: int
+    ) -> list[TaskSummary]:
+        rows = await self._db.fetch_all(
+            "task_list",
+            {
+                "status": status.value if status else None,
+                "task_type": task_type,
+                "limit": limit,
+                "offset": offset,
+            },
+        )
+        return [TaskSummary.model_validate(row) for row in rows]
+
+    async def task_cancel(self, task_id: UUID) -> None:
+        if await self._db.fetch_one("task_cancel", {"task_id": task_id}) is not None:
+            return
+        row = await self._db.fetch_one("task_status", {"task_id": task_id})
+        if row is None:
+            raise NotFound(f"task {task_id} not found")
+        raise Conflict(f"task {task_id} is {row['status']}; only pending tasks can be cancelled")
+
+    async def stats(self) -> Stats:
+        row = await self._db.fetch_one("stats")
+        assert row is not None  # an aggregate always returns one row
+        return Stats(
+            pending_count=row["pending_count"],
+            in_progress_count=row["in_progress_count"],
+            completed_last_hour=row["completed_last_hour"],
+            failed_last_hour=row["failed_last_hour"],
+            worker_count=row["worker_count"],
+            avg_processing_time_ms=round(row["avg_processing_time_ms"], 3),
+            queue_depth_by_priority=QueueDepthByPriority(
+                high=row["high"], normal=row["normal"], low=row["low"]
+            ),
+        )
+
+    async def health_counts(self) -> HealthCounts:
+        row = await self._db.fetch_one("health")
+        assert row is not None
+        return HealthCounts(row["connected_workers"], row["pending_tasks"])
+
+    async def worker_list(self) -> list[WorkerInfo]:
+        rows = await self._db.fetch_all("worker_list")
+        return [WorkerInfo.model_validate(row) for row in rows]
+
+
+def _bytes_columns(row: dict[str, Any], *names: str) -> dict[str, Any]:
+    """psycopg returns bytea as memoryview; the models want bytes."""
+    for name in names:
+        if row.get(name) is not None:
+            row[name] = bytes(row[name])
+    return row

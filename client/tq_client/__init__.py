@@ -1,0 +1,20 @@
+"""taskqueue client: the wire models every component shares, a REST client and `tq-admin`.
+
+Nothing here imports another taskqueue package; everyone else may import this one.
+"""
+
+from tq_client.models import (
+    SubmitTaskRequest,
+    SubmitTaskResponse,
+    TaskDetail,
+    TaskStatus,
+    TaskSummary,
+)
+
+__all__ = [
+    "SubmitTaskRequest",
+    "SubmitTaskResponse",
+    "TaskDetail",
+    "TaskStatus",
+    "TaskSummary",
+]

@@ -1,0 +1,186 @@
+"""Wire models of the REST contract (`shared/spec/API.md`), shared by broker, workers and clients.
+
+The one thing not to break: these shapes are the user's contract. Field names, defaults and
+limits here are what the broker validates against, so a change here is an API change.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any
+from uuid import UUID
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    StrictInt,
+    StrictStr,
+    WithJsonSchema,
+)
+
+TASK_TYPE_PATTERN = r"^[A-Za-z0-9_.:-]{1,128}$"
+PRIORITY_DEFAULT = 100
+TIMEOUT_SECONDS_DEFAULT = 300
+MAX_RETRIES_DEFAULT = 3
+HIGH_PRIORITY_MIN = 200  # high >= 200, normal 100-199, low <= 99
+NORMAL_PRIORITY_MIN = 100
+
+
+class TaskStatus(StrEnum):
+    PENDING = "pending"
+    IN_PROGRESS = "in_progress"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    DEAD_LETTER = "dead_letter"
+    CANCELLED = "cancelled"
+
+
+TERMINAL_STATUSES = frozenset({TaskStatus.COMPLETED, TaskStatus.DEAD_LETTER, TaskStatus.CANCELLED})
+
+
+def decode_base64_strict(value: str) -> bytes:
+    """Decode standard base64, refusing anything but its one canonical spelling.
+
+    Python's default decoder drops characters outside the alphabet and accepts non-zero pad
+    bits; a payload that does not round-trip is a client bug we report instead of guessing.
+    """
+    try:
+        decoded = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ValueError("payload must be valid base64 (standard alphabet, padded)") from exc
+    if base64.b64encode(decoded).decode("ascii") != value:
+        raise ValueError("payload must be canonical base64 (standard alphabet, padded)")
+    return decoded
+
+
+def _to_payload_bytes(value: Any) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return decode_base64_strict(value)
+    raise ValueError("payload must be a base64 string")
+
+
+def _encode_payload(value: bytes) -> str:
+    return base64.b64encode(value).decode("ascii")
+
+
+def _require_rfc3339_string(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value
+    if not isinstance(value, str):
+        raise ValueError("must be an RFC 3339 timestamp string with a time zone")
+    return value
+
+
+Base64Bytes = Annotated[
+    bytes,
+    BeforeValidator(_to_payload_bytes),
+    PlainSerializer(_encode_payload, return_type=str, when_used="json"),
+    WithJsonSchema({"type": "string", "format": "byte", "description": "base64-encoded bytes"}),
+]
+"""Bytes that travel as canonical base64 strings."""
+
+Timestamp = Annotated[
+    AwareDatetime,
+    BeforeValidator(_require_rfc3339_string),
+    WithJsonSchema({"type": "string", "format": "date-time"}),
+]
+TaskType = Annotated[StrictStr, Field(pattern=TASK_TYPE_PATTERN, min_length=1, max_length=128)]
+
+
+class WireModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SubmitTaskRequest(WireModel):
+    """POST /api/v1/tasks. Unknown fields are rejected."""
+
+    task_type: TaskType
+    payload: Base64Bytes = b""
+    priority: Annotated[StrictInt, Field(ge=0, le=255)] = PRIORITY_DEFAULT
+    schedule_at: Timestamp | None = None
+    timeout_seconds: Annotated[StrictInt, Field(ge=1, le=86400)] = TIMEOUT_SECONDS_DEFAULT
+    max_retries: Annotated[StrictInt, Field(ge=0, le=100)] = MAX_RETRIES_DEFAULT
+
+
+class SubmitBatchRequest(WireModel):
+    """POST /api/v1/tasks/batch: all tasks are stored, or none."""
+
+    tasks: Annotated[list[SubmitTaskRequest], Field(min_length=1, max_length=1000)]
+
+
+class SubmitTaskResponse(WireModel):
+    task_id: UUID
+    status: TaskStatus
+
+
+class SubmitBatchResponse(WireModel):
+    tasks: list[SubmitTaskResponse]
+
+
+class TaskSummary(WireModel):
+    task_id: UUID
+    task_type: str
+    status: TaskStatus
+    priority: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class TaskDetail(TaskSummary):
+    result: Base64Bytes | None = None
+    error: str | None = None
+    retry_count: int = 0
+    worker_id: str | None = None
+
+
+class QueueDepthByPriority(WireModel):
+    high: int
+    normal: int
+    low: int
+
+
+class Stats(WireModel):
+    pending_count: int
+    in_progress_count: int
+    completed_last_hour: int
+    failed_last_hour: int
+    worker_count: int
+    avg_processing_time_ms: float
+    queue_depth_by_priority: QueueDepthByPriority
+
+
+class WorkerInfo(WireModel):
+    worker_id: str
+    registered_at: datetime
+    last_heartbeat: datetime
+    current_tasks: int
+    cpu_usage_percent: float
+    memory_usage_mb: float
+
+
+class Health(WireModel):
+    status: str
+    is_leader: bool
+    connected_workers: int | None
+    pending_tasks: int | None
+
+
+class ErrorBody(WireModel):
+    error: str
+
+
+def priority_bucket(priority: int) -> str:
+    if priority >= HIGH_PRIORITY_MIN:
+        return "high"
+    if priority >= NORMAL_PRIORITY_MIN:
+        return "normal"
+    return "low"

@@ -1,0 +1,1 @@
+"""taskqueue operator: WorkerPool resources reconciled into autoscaled worker Deployments."""

@@ -1,0 +1,45 @@
+"""Schemathesis generates requests from the OpenAPI document of a running broker; every answer
+must be documented and none may be a 5xx."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from ..processes import BrokerProcess, bin_path
+
+# Checks whose expectation the contract deliberately does not meet:
+DELIBERATE_DEPARTURES = [
+    # JSON Schema calls 170.0 an integer; the contract rejects floats for integer fields.
+    "positive_data_acceptance",
+    # DELETE cancels: the task stays readable (status "cancelled") rather than becoming a 404.
+    "use_after_free",
+]
+
+
+def test_no_generated_request_gets_a_server_error_or_an_undocumented_answer(
+    database_url: str, tmp_path: Path
+) -> None:
+    broker = BrokerProcess(["--database-url", database_url], tmp_path / "broker.log").start()
+    try:
+        result = subprocess.run(
+            [
+                bin_path("schemathesis"),
+                "run",
+                f"{broker.url}/openapi.json",
+                "--checks",
+                "all",
+                "--exclude-checks",
+                ",".join(DELIBERATE_DEPARTURES),
+                "--max-examples",
+                "40",
+                "--generation-deterministic",
+                "--no-color",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+    finally:
+        broker.stop()
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]

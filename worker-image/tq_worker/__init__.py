@@ -1,0 +1,1 @@
+"""taskqueue worker runtime and task SDK."""
