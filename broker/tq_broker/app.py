@@ -15,14 +15,20 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from tq_broker.api import system, tasks
+from tq_broker.api import system, tasks, workers
 from tq_broker.api.errors import install_error_handlers
 from tq_broker.api.limits import BodySizeLimit
 from tq_broker.connector import Connector, ConnectorConfig
 from tq_broker.leader import AdvisoryLockElector
+from tq_broker.maintenance.cleaner import Cleaner, CleanerConfig
+from tq_broker.maintenance.reaper import Reaper, ReaperConfig
+from tq_broker.maintenance.rescuer import Rescuer, RescuerConfig
+from tq_broker.maintenance.runner import MaintenanceRunner, Scheduled
 from tq_broker.migrations import migrate
+from tq_broker.notifier import TaskReadyNotifier
 from tq_broker.settings import BrokerSettings
 from tq_broker.store import TaskStore
+from tq_broker.worker_store import LeaseConfig, WorkerStore
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +43,34 @@ def connector_config(settings: BrokerSettings) -> ConnectorConfig:
         pool_timeout_seconds=settings.pool_timeout_seconds,
         statement_timeout_ms=settings.statement_timeout_ms,
     )
+
+
+def lease_config(settings: BrokerSettings) -> LeaseConfig:
+    return LeaseConfig(
+        lease_ttl_seconds=settings.lease_ttl_seconds,
+        backoff_base_seconds=settings.backoff_base_seconds,
+        backoff_cap_seconds=settings.backoff_cap_seconds,
+        claim_poll_interval_seconds=settings.claim_poll_interval_seconds,
+        max_result_bytes=settings.max_payload_bytes,
+    )
+
+
+def maintenance_services(connector: Connector, settings: BrokerSettings) -> list[Scheduled]:
+    rescuer = Rescuer(
+        connector,
+        RescuerConfig(
+            deadline_grace_seconds=settings.deadline_grace_seconds,
+            backoff_base_seconds=settings.backoff_base_seconds,
+            backoff_cap_seconds=settings.backoff_cap_seconds,
+        ),
+    )
+    reaper = Reaper(connector, ReaperConfig(silent_seconds=settings.worker_silent_seconds))
+    cleaner = Cleaner(connector, CleanerConfig(retention_seconds=settings.retention_seconds))
+    return [
+        Scheduled(rescuer, settings.rescue_interval_seconds),
+        Scheduled(reaper, settings.rescue_interval_seconds),
+        Scheduled(cleaner, settings.cleanup_interval_seconds),
+    ]
 
 
 def _openapi_without_422(app: FastAPI) -> dict[str, Any]:
@@ -68,10 +102,19 @@ def create_app(settings: BrokerSettings) -> FastAPI:
                 applied = await migrate(connector)
                 if applied:
                     log.info("applied migrations %s", applied)
-            elector = AdvisoryLockElector(config)
+            elector = AdvisoryLockElector(config, lease_seconds=settings.leader_lease_seconds)
+            notifier = TaskReadyNotifier(config)
             app.state.store = TaskStore(connector, settings.max_payload_bytes)
+            app.state.worker_store = WorkerStore(connector, lease_config(settings))
             app.state.elector = elector
-            background.append(asyncio.create_task(elector.run(stop), name="elector"))
+            app.state.notifier = notifier
+            runner = MaintenanceRunner(elector, maintenance_services(connector, settings))
+            for name, service in (
+                ("elector", elector),
+                ("notifier", notifier),
+                ("maintenance", runner),
+            ):
+                background.append(asyncio.create_task(service.run(stop), name=name))
             yield
         finally:
             stop.set()
@@ -90,10 +133,14 @@ def create_app(settings: BrokerSettings) -> FastAPI:
     app.openapi = lambda: _openapi_without_422(app)  # type: ignore[method-assign]
     install_error_handlers(app)
     app.include_router(tasks.router)
+    app.include_router(workers.router)
     app.include_router(system.router)
     app.add_middleware(
         BodySizeLimit,
         default_max=settings.max_body_bytes,
-        per_path={"/api/v1/tasks/batch": settings.max_batch_body_bytes},
+        per_path={
+            f"/api/v1/tasks/{action}": settings.max_batch_body_bytes
+            for action in ("batch", "complete", "fail", "release")
+        },
     )
     return app

@@ -55,6 +55,33 @@ class BrokerSettings(BaseSettings):
     )
     access_log: bool = Field(False, description="Log every HTTP request.")
 
+    # Workers and leases
+    heartbeat_interval_seconds: float = Field(5.0, gt=0, description="Workers beat this often.")
+    lease_ttl_seconds: float = Field(
+        30.0, gt=0, description="A claim's lease lasts this long unless a heartbeat renews it."
+    )
+    claim_wait_max_seconds: float = Field(20.0, ge=0, description="Longest claim long-poll.")
+    claim_poll_interval_seconds: float = Field(
+        1.0, gt=0, description="Fallback re-check of a waiting claim when no NOTIFY arrives."
+    )
+    backoff_base_seconds: float = Field(1.0, ge=0, description="First retry's backoff.")
+    backoff_cap_seconds: float = Field(300.0, ge=0, description="Longest retry backoff.")
+    deadline_grace_seconds: float = Field(
+        30.0, ge=0, description="Added to timeout_seconds before the hard deadline rescues."
+    )
+    worker_silent_seconds: float = Field(
+        30.0, gt=0, description="A worker without heartbeats this long is marked offline."
+    )
+    retention_seconds: float = Field(
+        7 * 24 * 3600.0, ge=0, description="Finished tasks are deleted after this long."
+    )
+    rescue_interval_seconds: float = Field(1.0, gt=0, description="How often leases are checked.")
+    cleanup_interval_seconds: float = Field(60.0, gt=0, description="How often retention runs.")
+    leader_lease_seconds: float = Field(
+        5.0, gt=0, description="A silent leader loses leadership after about this long."
+    )
+    demo_worker: bool = Field(False, description="Also run a worker with the demo handlers.")
+
     @property
     def max_body_bytes(self) -> int:
         """Body cap of single-task requests: the base64 of the largest payload, plus room."""

@@ -7,8 +7,10 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from tq_broker.leader import Elector
+from tq_broker.notifier import TaskReadyNotifier
 from tq_broker.settings import BrokerSettings
 from tq_broker.store import TaskStore
+from tq_broker.worker_store import WorkerStore
 
 
 def _store(request: Request) -> TaskStore:
@@ -26,6 +28,18 @@ def _elector(request: Request) -> Elector:
     return elector
 
 
+def _worker_store(request: Request) -> WorkerStore:
+    store: WorkerStore = request.app.state.worker_store
+    return store
+
+
+def _notifier(request: Request) -> TaskReadyNotifier:
+    notifier: TaskReadyNotifier = request.app.state.notifier
+    return notifier
+
+
 StoreDep = Annotated[TaskStore, Depends(_store)]
 SettingsDep = Annotated[BrokerSettings, Depends(_settings)]
 ElectorDep = Annotated[Elector, Depends(_elector)]
+WorkerStoreDep = Annotated[WorkerStore, Depends(_worker_store)]
+NotifierDep = Annotated[TaskReadyNotifier, Depends(_notifier)]

@@ -7,6 +7,7 @@ validation response never reaches a client; it becomes a 400 naming the field.
 from __future__ import annotations
 
 import logging
+import re
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -74,13 +75,20 @@ def describe_validation_error(exc: RequestValidationError) -> str:
 
 
 def allowed_methods(request: Request) -> list[str]:
-    """Every method any route serves at this path (Starlette names only the first route's)."""
+    """The methods the OpenAPI document lists for this path (a literal path beats a template).
+
+    Starlette's own 405 names only the methods of the first route it matched.
+    """
+    paths: dict[str, dict[str, object]] = request.app.openapi().get("paths", {})
+    literal = paths.get(request.url.path)
+    if literal is not None:
+        return sorted(m.upper() for m in literal)
     methods: set[str] = set()
-    for route in request.app.router.routes:
-        regex = getattr(route, "path_regex", None)
-        if regex is not None and regex.match(request.url.path):
-            methods |= set(getattr(route, "methods", None) or ())
-    return sorted(methods - {"HEAD"})
+    for template, operations in paths.items():
+        pattern = "^" + re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(template)) + "$"
+        if re.match(pattern, request.url.path):
+            methods |= {m.upper() for m in operations}
+    return sorted(methods)
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -67,10 +67,19 @@ async def submit_batch(body: SubmitBatchRequest, store: StoreDep) -> Response:
     return _json(SubmitBatchResponse(tasks=tasks).model_dump_json().encode(), 201)
 
 
-@router.api_route("/batch", methods=["GET", "PUT", "PATCH", "DELETE"], include_in_schema=False)
-async def batch_other_methods() -> Response:
-    # Without this, GET /tasks/batch would match /tasks/{task_id} and answer "invalid UUID".
+async def _method_not_allowed() -> Response:
     raise HTTPException(405, "Method Not Allowed")
+
+
+# POST-only actions under /tasks/: without these, GET /tasks/claim would match
+# /tasks/{task_id} and answer "invalid UUID" instead of 405.
+for _action in ("batch", "claim", "complete", "fail", "release"):
+    router.add_api_route(
+        f"/{_action}",
+        _method_not_allowed,
+        methods=["GET", "PUT", "PATCH", "DELETE"],
+        include_in_schema=False,
+    )
 
 
 @router.get(

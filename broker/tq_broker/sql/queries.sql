@@ -114,3 +114,175 @@ SELECT 1 AS alive;
 -- leader_unlock --
 -- Give up leadership on a graceful stop.
 SELECT pg_advisory_unlock(7461203926) AS released;
+
+-- worker_register --
+-- Register a worker, or bring a known one back online.
+INSERT INTO tq_workers (worker_id, task_types, concurrency)
+VALUES (%(worker_id)s, %(task_types)s, %(concurrency)s)
+ON CONFLICT (worker_id) DO UPDATE
+SET task_types = EXCLUDED.task_types, concurrency = EXCLUDED.concurrency, status = 'online',
+    last_heartbeat = now(), registered_at = CASE WHEN tq_workers.status = 'offline'
+                                                 THEN now() ELSE tq_workers.registered_at END
+RETURNING worker_id;
+
+-- worker_heartbeat --
+-- Record liveness and load of a worker that has not been marked offline.
+UPDATE tq_workers
+SET last_heartbeat = now(), cpu_usage_percent = %(cpu_usage_percent)s,
+    memory_usage_mb = %(memory_usage_mb)s, current_tasks = %(current_tasks)s
+WHERE worker_id = %(worker_id)s AND status <> 'offline'
+RETURNING worker_id;
+
+-- worker_get --
+-- A worker's registration, for claims.
+SELECT worker_id, task_types, status FROM tq_workers WHERE worker_id = %(worker_id)s;
+
+-- worker_deregister --
+-- A worker leaving: offline now, and whatever it still holds is due for rescue at once.
+WITH gone AS (
+    UPDATE tq_workers SET status = 'offline', current_tasks = 0
+    WHERE worker_id = %(worker_id)s
+    RETURNING worker_id
+)
+UPDATE tq_tasks SET lease_expires_at = now()
+WHERE worker_id = (SELECT worker_id FROM gone) AND status = 'in_progress';
+
+-- worker_count_known --
+-- Whether a worker id was ever registered (deregister of an unknown id is a 404).
+SELECT 1 AS known FROM tq_workers WHERE worker_id = %(worker_id)s;
+
+-- task_claim --
+-- Hand out up to max_tasks ready tasks of the given types, best priority first, oldest first.
+-- SKIP LOCKED lets concurrent claims take disjoint rows without waiting on each other.
+WITH ready AS (
+    SELECT task_id FROM tq_tasks
+    WHERE status IN ('pending', 'failed') AND run_at <= now()
+      AND task_type = ANY(%(task_types)s::text[])
+    ORDER BY priority DESC, run_at
+    LIMIT %(max_tasks)s
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE tq_tasks AS t
+SET status = 'in_progress', worker_id = %(worker_id)s, lease_token = gen_random_uuid(),
+    claimed_at = now(), lease_expires_at = now() + %(lease_ttl_seconds)s * interval '1 second',
+    updated_at = now()
+FROM ready WHERE t.task_id = ready.task_id
+RETURNING t.task_id, t.task_type, t.payload, t.priority, t.lease_token, t.lease_expires_at,
+          t.timeout_seconds, t.retry_count, t.max_retries, t.run_at, t.created_at;
+
+-- task_renew_leases --
+-- Extend the leases a worker still holds; a stale token renews nothing. The hard deadline
+-- (claimed_at + timeout) is not moved.
+UPDATE tq_tasks AS t
+SET lease_expires_at = now() + %(lease_ttl_seconds)s * interval '1 second'
+FROM unnest(%(task_ids)s::uuid[], %(lease_tokens)s::uuid[]) AS h(task_id, lease_token)
+WHERE t.task_id = h.task_id AND t.lease_token = h.lease_token AND t.status = 'in_progress'
+RETURNING t.task_id;
+
+-- task_complete_many --
+-- Record results of tasks whose lease is still current; others are untouched.
+UPDATE tq_tasks AS t
+SET status = 'completed', result = c.result, error = NULL, lease_token = NULL,
+    lease_expires_at = NULL, finished_at = now(), updated_at = now()
+FROM unnest(%(task_ids)s::uuid[], %(lease_tokens)s::uuid[], %(results)s::bytea[])
+     AS c(task_id, lease_token, result)
+WHERE t.task_id = c.task_id AND t.lease_token = c.lease_token AND t.status = 'in_progress'
+RETURNING t.task_id, t.task_type, t.claimed_at, t.run_at, t.finished_at;
+
+-- task_fail_many --
+-- A failed attempt: with retries left, 'failed' until its backoff ends; otherwise dead_letter.
+-- Backoff = min(cap, base * 2^retry_count) with equal jitter (between half and all of it).
+UPDATE tq_tasks AS t
+SET status = CASE WHEN f.retryable AND t.retry_count < t.max_retries
+                  THEN 'failed' ELSE 'dead_letter' END,
+    retry_count = CASE WHEN f.retryable AND t.retry_count < t.max_retries
+                       THEN t.retry_count + 1 ELSE t.retry_count END,
+    run_at = now() + least(%(backoff_cap_seconds)s::float8,
+                           %(backoff_base_seconds)s::float8 * power(2, t.retry_count))
+                     * (0.5 + random() / 2) * interval '1 second',
+    finished_at = CASE WHEN f.retryable AND t.retry_count < t.max_retries
+                       THEN NULL ELSE now() END,
+    error = f.error, lease_token = NULL, lease_expires_at = NULL, updated_at = now()
+FROM unnest(%(task_ids)s::uuid[], %(lease_tokens)s::uuid[], %(errors)s::text[],
+            %(retryable)s::bool[]) AS f(task_id, lease_token, error, retryable)
+WHERE t.task_id = f.task_id AND t.lease_token = f.lease_token AND t.status = 'in_progress'
+RETURNING t.task_id, t.status;
+
+-- task_release_many --
+-- Hand back claimed tasks that never started: pending again, no attempt counted.
+WITH released AS (
+    UPDATE tq_tasks AS t
+    SET status = 'pending', lease_token = NULL, lease_expires_at = NULL, claimed_at = NULL,
+        worker_id = NULL, updated_at = now()
+    FROM unnest(%(task_ids)s::uuid[], %(lease_tokens)s::uuid[]) AS r(task_id, lease_token)
+    WHERE t.task_id = r.task_id AND t.lease_token = r.lease_token AND t.status = 'in_progress'
+    RETURNING t.task_id
+)
+SELECT task_id, pg_notify('tq_task_ready', '') IS NULL AS notified FROM released;
+
+-- task_requeue --
+-- Admin: give a dead-lettered task a fresh set of attempts.
+WITH requeued AS (
+    UPDATE tq_tasks
+    SET status = 'pending', retry_count = 0, run_at = now(), finished_at = NULL,
+        lease_token = NULL, lease_expires_at = NULL, claimed_at = NULL, updated_at = now()
+    WHERE task_id = %(task_id)s AND status = 'dead_letter'
+    RETURNING task_id, status
+)
+SELECT task_id, status, pg_notify('tq_task_ready', '') IS NULL AS notified FROM requeued;
+
+-- task_rescue_expired --
+-- Leader sweep: an in-progress task whose lease expired (no heartbeat) or whose hard deadline
+-- passed (claimed_at + timeout + grace) is a failed attempt. Conditional on the lease it saw,
+-- so a completion that commits first wins and a second leader rescues nothing twice.
+WITH expired AS (
+    SELECT task_id, lease_token,
+           CASE WHEN lease_expires_at <= now()
+                THEN 'lease expired: worker ' || coalesce(worker_id, '?') || ' stopped heartbeating'
+                ELSE 'deadline exceeded: still running ' || timeout_seconds
+                     || 's after it was claimed (worker ' || coalesce(worker_id, '?') || ')'
+           END AS reason
+    FROM tq_tasks
+    WHERE status = 'in_progress'
+      AND (lease_expires_at <= now()
+           OR claimed_at + (timeout_seconds + %(grace_seconds)s) * interval '1 second' <= now())
+    LIMIT %(batch_size)s
+    FOR UPDATE SKIP LOCKED
+), rescued AS (
+    UPDATE tq_tasks AS t
+    SET status = CASE WHEN t.retry_count < t.max_retries THEN 'failed' ELSE 'dead_letter' END,
+        retry_count = CASE WHEN t.retry_count < t.max_retries
+                           THEN t.retry_count + 1 ELSE t.retry_count END,
+        run_at = now() + least(%(backoff_cap_seconds)s::float8,
+                               %(backoff_base_seconds)s::float8 * power(2, t.retry_count))
+                         * (0.5 + random() / 2) * interval '1 second',
+        finished_at = CASE WHEN t.retry_count < t.max_retries THEN NULL ELSE now() END,
+        error = e.reason, lease_token = NULL, lease_expires_at = NULL, updated_at = now()
+    FROM expired AS e
+    WHERE t.task_id = e.task_id AND t.lease_token = e.lease_token AND t.status = 'in_progress'
+    RETURNING t.task_id, t.status
+)
+SELECT task_id, status FROM rescued;
+
+-- worker_mark_offline --
+-- Leader sweep: workers silent for longer than the limit are offline.
+UPDATE tq_workers SET status = 'offline', current_tasks = 0
+WHERE status <> 'offline' AND last_heartbeat < now() - %(silent_seconds)s * interval '1 second'
+RETURNING worker_id;
+
+-- task_delete_finished --
+-- Leader sweep: delete a small batch of tasks finished before the retention period.
+DELETE FROM tq_tasks
+WHERE task_id IN (
+    SELECT task_id FROM tq_tasks
+    WHERE finished_at < now() - %(retention_seconds)s * interval '1 second'
+      AND status IN ('completed', 'dead_letter', 'cancelled')
+    LIMIT %(batch_size)s
+    FOR UPDATE SKIP LOCKED
+);
+
+-- worker_delete_offline --
+-- Leader sweep: forget workers offline for longer than the retention period.
+DELETE FROM tq_workers
+WHERE status = 'offline' AND last_heartbeat < now() - %(retention_seconds)s * interval '1 second';
+

@@ -1,0 +1,136 @@
+"""Routes of the worker protocol: register, heartbeat, deregister, claim, complete, fail,
+release; and the admin requeue of a dead-lettered task."""
+
+from __future__ import annotations
+
+from typing import Annotated
+from uuid import UUID
+
+from fastapi import APIRouter, Path, Response
+
+from tq_broker.api.deps import NotifierDep, SettingsDep, WorkerStoreDep
+from tq_broker.api.errors import ERROR_RESPONSES
+from tq_client.models import SubmitTaskResponse, TaskStatus
+from tq_client.protocol import (
+    WORKER_ID_PATTERN,
+    ClaimRequest,
+    ClaimResponse,
+    CompleteRequest,
+    FailRequest,
+    HeartbeatRequest,
+    HeartbeatResponse,
+    LeaseOutcome,
+    RegisterWorkerRequest,
+    RegisterWorkerResponse,
+    ReleaseRequest,
+)
+
+router = APIRouter(tags=["workers"])
+WorkerIdPath = Annotated[str, Path(pattern=WORKER_ID_PATTERN)]
+JSON = "application/json"
+
+
+def _json(model: object, status_code: int = 200) -> Response:
+    body = model.model_dump_json()  # type: ignore[attr-defined]
+    return Response(body, status_code=status_code, media_type=JSON)
+
+
+@router.post(
+    "/api/v1/workers",
+    status_code=201,
+    response_model=RegisterWorkerResponse,
+    responses=ERROR_RESPONSES,
+    summary="Register a worker (or bring it back online)",
+)
+async def register_worker(
+    body: RegisterWorkerRequest, store: WorkerStoreDep, settings: SettingsDep
+) -> Response:
+    await store.worker_register(body)
+    return _json(
+        RegisterWorkerResponse(
+            worker_id=body.worker_id,
+            heartbeat_interval_seconds=settings.heartbeat_interval_seconds,
+            lease_ttl_seconds=settings.lease_ttl_seconds,
+            claim_wait_max_seconds=settings.claim_wait_max_seconds,
+        ),
+        201,
+    )
+
+
+@router.post(
+    "/api/v1/workers/{worker_id}/heartbeat",
+    response_model=HeartbeatResponse,
+    responses=ERROR_RESPONSES,
+    summary="Heartbeat: liveness, load, lease renewal",
+)
+async def heartbeat(
+    worker_id: WorkerIdPath, body: HeartbeatRequest, store: WorkerStoreDep
+) -> Response:
+    return _json(await store.worker_heartbeat(worker_id, body))
+
+
+@router.delete(
+    "/api/v1/workers/{worker_id}",
+    status_code=204,
+    responses=ERROR_RESPONSES,
+    summary="Deregister a worker; tasks it still holds are rescued at once",
+)
+async def deregister_worker(worker_id: WorkerIdPath, store: WorkerStoreDep) -> Response:
+    await store.worker_deregister(worker_id)
+    return Response(status_code=204)
+
+
+@router.post(
+    "/api/v1/tasks/claim",
+    response_model=ClaimResponse,
+    responses=ERROR_RESPONSES,
+    summary="Claim ready tasks (long-poll up to wait_seconds)",
+)
+async def claim(
+    body: ClaimRequest, store: WorkerStoreDep, notifier: NotifierDep, settings: SettingsDep
+) -> Response:
+    wait = min(float(body.wait_seconds), settings.claim_wait_max_seconds)
+    tasks = await store.task_claim_waiting(body.worker_id, body.max_tasks, wait, notifier)
+    return _json(ClaimResponse(tasks=tasks))
+
+
+@router.post(
+    "/api/v1/tasks/complete",
+    response_model=LeaseOutcome,
+    responses=ERROR_RESPONSES,
+    summary="Report results; stale leases are rejected",
+)
+async def complete(body: CompleteRequest, store: WorkerStoreDep) -> Response:
+    outcome, _ = await store.task_complete_many(list(body.tasks))
+    return _json(outcome)
+
+
+@router.post(
+    "/api/v1/tasks/fail",
+    response_model=LeaseOutcome,
+    responses=ERROR_RESPONSES,
+    summary="Report failed attempts; stale leases are rejected",
+)
+async def fail(body: FailRequest, store: WorkerStoreDep) -> Response:
+    return _json(await store.task_fail_many(list(body.tasks)))
+
+
+@router.post(
+    "/api/v1/tasks/release",
+    response_model=LeaseOutcome,
+    responses=ERROR_RESPONSES,
+    summary="Hand back claimed tasks that never started (no attempt counted)",
+)
+async def release(body: ReleaseRequest, store: WorkerStoreDep) -> Response:
+    return _json(await store.task_release_many(list(body.tasks)))
+
+
+@router.post(
+    "/api/v1/tasks/{task_id}/requeue",
+    response_model=SubmitTaskResponse,
+    responses=ERROR_RESPONSES,
+    summary="Admin: requeue a dead-lettered task",
+)
+async def requeue(task_id: UUID, store: WorkerStoreDep) -> Response:
+    status = await store.task_requeue(task_id)
+    return _json(SubmitTaskResponse(task_id=task_id, status=TaskStatus(status)))

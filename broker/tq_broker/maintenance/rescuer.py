@@ -1,0 +1,57 @@
+"""Rescuer: in-progress tasks whose lease expired or whose hard deadline passed are failed
+attempts — retried after a backoff, or dead-lettered when no retries are left.
+
+The one thing not to break: the rescue is conditional on the lease token it read, so a
+completion that commits first wins, and a second leader running the same sweep rescues nothing
+twice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tq_broker.connector import Connector
+
+BATCH_SIZE_DEFAULT = 500
+DEADLINE_GRACE_SECONDS_DEFAULT = 30.0
+
+
+@dataclass(frozen=True)
+class RescuerConfig:
+    # Added to a task's timeout_seconds before the hard deadline catches it: room for the
+    # worker's own timeout to fire and its failure report to arrive first.
+    deadline_grace_seconds: float = DEADLINE_GRACE_SECONDS_DEFAULT
+    backoff_base_seconds: float = 1.0
+    backoff_cap_seconds: float = 300.0
+    batch_size: int = BATCH_SIZE_DEFAULT
+
+
+@dataclass(frozen=True)
+class RescueResult:
+    retried: int
+    dead_lettered: int
+
+
+class Rescuer:
+    name = "rescuer"
+
+    def __init__(self, connector: Connector, config: RescuerConfig) -> None:
+        self._db = connector
+        self.config = config
+
+    async def run_once(self) -> RescueResult:
+        retried = dead = 0
+        while True:
+            rows = await self._db.fetch_all(
+                "task_rescue_expired",
+                {
+                    "grace_seconds": self.config.deadline_grace_seconds,
+                    "batch_size": self.config.batch_size,
+                    "backoff_base_seconds": self.config.backoff_base_seconds,
+                    "backoff_cap_seconds": self.config.backoff_cap_seconds,
+                },
+            )
+            retried += sum(1 for r in rows if r["status"] == "failed")
+            dead += sum(1 for r in rows if r["status"] == "dead_letter")
+            if len(rows) < self.config.batch_size:
+                return RescueResult(retried=retried, dead_lettered=dead)

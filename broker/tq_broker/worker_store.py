@@ -1,0 +1,206 @@
+"""The worker side of the queue: registration, claims, leases, results.
+
+The one thing not to break: every write to a task a worker holds is conditional on its lease
+token and on status = 'in_progress'. A worker that was paused, cut off or rescued can never
+overwrite a newer outcome; it gets `rejected` (or a 409) instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from uuid import UUID
+
+from tq_broker.connector import Connector
+from tq_broker.errors import Conflict, NotFound, PayloadTooLarge
+from tq_broker.notifier import TaskReadyNotifier
+from tq_broker.store import PAYLOAD_LIMIT_BYTES_DEFAULT
+from tq_client.protocol import (
+    ClaimedTask,
+    CompletedTask,
+    FailedTask,
+    HeartbeatRequest,
+    HeartbeatResponse,
+    Lease,
+    LeaseOutcome,
+    RegisterWorkerRequest,
+)
+
+
+@dataclass(frozen=True)
+class LeaseConfig:
+    lease_ttl_seconds: float = 30.0
+    backoff_base_seconds: float = 1.0
+    backoff_cap_seconds: float = 300.0
+    claim_poll_interval_seconds: float = 1.0  # fallback when no notification arrives
+    max_result_bytes: int = PAYLOAD_LIMIT_BYTES_DEFAULT
+
+
+@dataclass(frozen=True)
+class Completion:
+    """A completed task, for metrics and events."""
+
+    task_id: UUID
+    task_type: str
+
+
+class WorkerStore:
+    def __init__(self, connector: Connector, config: LeaseConfig) -> None:
+        self._db = connector
+        self.config = config
+
+    async def worker_register(self, request: RegisterWorkerRequest) -> None:
+        await self._db.fetch_one(
+            "worker_register",
+            {
+                "worker_id": request.worker_id,
+                "task_types": list(request.task_types),
+                "concurrency": request.concurrency,
+            },
+        )
+
+    async def worker_heartbeat(self, worker_id: str, beat: HeartbeatRequest) -> HeartbeatResponse:
+        async with self._db.transaction() as tx:
+            alive = await tx.fetch_one(
+                "worker_heartbeat",
+                {
+                    "worker_id": worker_id,
+                    "cpu_usage_percent": float(beat.cpu_usage_percent),
+                    "memory_usage_mb": float(beat.memory_usage_mb),
+                    "current_tasks": beat.current_tasks,
+                },
+            )
+            if alive is None:
+                raise NotFound(f"worker {worker_id} is not registered or was marked offline")
+            renewed: set[UUID] = set()
+            if beat.leases:
+                rows = await tx.fetch_all(
+                    "task_renew_leases",
+                    {
+                        "lease_ttl_seconds": self.config.lease_ttl_seconds,
+                        "task_ids": [lease.task_id for lease in beat.leases],
+                        "lease_tokens": [lease.lease_token for lease in beat.leases],
+                    },
+                )
+                renewed = {row["task_id"] for row in rows}
+        held = [lease.task_id for lease in beat.leases]
+        return HeartbeatResponse(
+            renewed=[t for t in held if t in renewed], abandon=[t for t in held if t not in renewed]
+        )
+
+    async def worker_deregister(self, worker_id: str) -> None:
+        if await self._db.fetch_one("worker_count_known", {"worker_id": worker_id}) is None:
+            raise NotFound(f"worker {worker_id} is not registered")
+        await self._db.execute("worker_deregister", {"worker_id": worker_id})
+
+    async def _claimable_types(self, worker_id: str) -> list[str]:
+        row = await self._db.fetch_one("worker_get", {"worker_id": worker_id})
+        if row is None:
+            raise NotFound(f"worker {worker_id} is not registered")
+        if row["status"] == "offline":
+            raise Conflict(f"worker {worker_id} was marked offline; register again")
+        return list(row["task_types"])
+
+    async def task_claim(
+        self, worker_id: str, task_types: list[str], max_tasks: int
+    ) -> list[ClaimedTask]:
+        rows = await self._db.fetch_all(
+            "task_claim",
+            {
+                "worker_id": worker_id,
+                "task_types": task_types,
+                "max_tasks": max_tasks,
+                "lease_ttl_seconds": self.config.lease_ttl_seconds,
+            },
+        )
+        rows.sort(key=lambda r: (-r["priority"], r.pop("run_at"), r.pop("created_at")))
+        return [ClaimedTask.model_validate({**r, "payload": bytes(r["payload"])}) for r in rows]
+
+    async def task_claim_waiting(
+        self, worker_id: str, max_tasks: int, wait_seconds: float, notifier: TaskReadyNotifier
+    ) -> list[ClaimedTask]:
+        """Claim now, or wait up to wait_seconds for tasks, woken by NOTIFY or the poll."""
+        task_types = await self._claimable_types(worker_id)
+        deadline = time.monotonic() + wait_seconds
+        while True:
+            ticket = notifier.ticket()
+            claimed = await self.task_claim(worker_id, task_types, max_tasks)
+            remaining = deadline - time.monotonic()
+            if claimed or remaining <= 0:
+                return claimed
+            try:
+                timeout = min(remaining, self.config.claim_poll_interval_seconds)
+                await asyncio.wait_for(ticket.wait(), timeout)
+            except TimeoutError:
+                pass
+
+    async def task_complete_many(
+        self, tasks: list[CompletedTask]
+    ) -> tuple[LeaseOutcome, list[Completion]]:
+        for task in tasks:
+            if len(task.result) > self.config.max_result_bytes:
+                raise PayloadTooLarge(
+                    f"result of task {task.task_id} is {len(task.result)} bytes; "
+                    f"the limit is {self.config.max_result_bytes}"
+                )
+        rows = await self._db.fetch_all(
+            "task_complete_many",
+            {
+                "task_ids": [t.task_id for t in tasks],
+                "lease_tokens": [t.lease_token for t in tasks],
+                "results": [t.result for t in tasks],
+            },
+        )
+        done = [Completion(r["task_id"], r["task_type"]) for r in rows]
+        return _outcome([t.task_id for t in tasks], {r["task_id"] for r in rows}), done
+
+    async def task_fail_many(self, tasks: list[FailedTask]) -> LeaseOutcome:
+        rows = await self._db.fetch_all(
+            "task_fail_many",
+            {
+                "task_ids": [t.task_id for t in tasks],
+                "lease_tokens": [t.lease_token for t in tasks],
+                "errors": [storable_text(t.error) for t in tasks],
+                "retryable": [t.retryable for t in tasks],
+                "backoff_base_seconds": self.config.backoff_base_seconds,
+                "backoff_cap_seconds": self.config.backoff_cap_seconds,
+            },
+        )
+        return _outcome([t.task_id for t in tasks], {r["task_id"] for r in rows})
+
+    async def task_release_many(self, leases: list[Lease]) -> LeaseOutcome:
+        rows = await self._db.fetch_all(
+            "task_release_many",
+            {
+                "task_ids": [lease.task_id for lease in leases],
+                "lease_tokens": [lease.lease_token for lease in leases],
+            },
+        )
+        return _outcome([lease.task_id for lease in leases], {r["task_id"] for r in rows})
+
+    async def task_requeue(self, task_id: UUID) -> str:
+        row = await self._db.fetch_one("task_requeue", {"task_id": task_id})
+        if row is not None:
+            return str(row["status"])
+        current = await self._db.fetch_one("task_status", {"task_id": task_id})
+        if current is None:
+            raise NotFound(f"task {task_id} not found")
+        raise Conflict(
+            f"task {task_id} is {current['status']}; only dead_letter tasks can be requeued"
+        )
+
+
+def storable_text(text: str) -> str:
+    """PostgreSQL text holds neither NUL nor lone surrogates (both are valid in JSON)."""
+    return text.replace("\x00", "\\0").encode("utf-8", "replace").decode("utf-8")
+
+
+def _outcome(requested: list[UUID], accepted: set[UUID]) -> LeaseOutcome:
+    outcome = LeaseOutcome(
+        accepted=[t for t in requested if t in accepted],
+        rejected=[t for t in requested if t not in accepted],
+    )
+    if not outcome.accepted:
+        raise Conflict("every task in the batch has a stale lease; nothing changed")
+    return outcome

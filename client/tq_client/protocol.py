@@ -1,0 +1,128 @@
+"""Wire models of the worker protocol: register, heartbeat, claim, complete, fail, release.
+
+The contract in shared/spec/API.md is silent on how workers talk to the broker; this is ours,
+documented in the broker's OpenAPI. The one thing not to break: every operation on a task a
+worker holds carries the lease token of its claim, and the broker ignores (409, or `rejected`)
+anything with a token that is no longer current.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+from uuid import UUID
+
+from pydantic import Field, StrictBool, StrictFloat, StrictInt, StrictStr
+
+from tq_client.models import Base64Bytes, TaskType, WireModel
+
+WORKER_ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,200}$"
+WorkerId = Annotated[StrictStr, Field(pattern=WORKER_ID_PATTERN)]
+BATCH_MAX = 1000
+Number = StrictFloat | StrictInt
+
+
+class RegisterWorkerRequest(WireModel):
+    """POST /api/v1/workers. Ids are unique per process: `worker-<host>-<pid>-<random>`."""
+
+    worker_id: WorkerId
+    task_types: Annotated[list[TaskType], Field(min_length=1, max_length=100)]
+    concurrency: Annotated[StrictInt, Field(ge=1, le=10_000)]
+
+
+class RegisterWorkerResponse(WireModel):
+    worker_id: str
+    heartbeat_interval_seconds: float
+    lease_ttl_seconds: float
+    claim_wait_max_seconds: float
+
+
+class Lease(WireModel):
+    task_id: UUID
+    lease_token: UUID
+
+
+class HeartbeatRequest(WireModel):
+    """POST /api/v1/workers/{worker_id}/heartbeat: liveness, load, and the leases to renew."""
+
+    cpu_usage_percent: Annotated[Number, Field(ge=0, le=100_000)] = 0.0
+    memory_usage_mb: Annotated[Number, Field(ge=0, le=10_000_000)] = 0.0
+    current_tasks: Annotated[StrictInt, Field(ge=0, le=1_000_000)] = 0
+    leases: Annotated[list[Lease], Field(max_length=10_000)] = []
+
+
+class HeartbeatResponse(WireModel):
+    renewed: list[UUID]
+    # Leases that are no longer this worker's (rescued, cancelled, finished): stop working on
+    # them; any result reported for them will be rejected.
+    abandon: list[UUID]
+
+
+class ClaimRequest(WireModel):
+    """POST /api/v1/tasks/claim: up to max_tasks ready tasks of the worker's registered types."""
+
+    worker_id: WorkerId
+    max_tasks: Annotated[StrictInt, Field(ge=1, le=BATCH_MAX)] = 1
+    # Long-poll: with nothing ready, wait up to this long for a task to become ready.
+    wait_seconds: Annotated[Number, Field(ge=0, le=60)] = 0.0
+
+
+class ClaimedTask(WireModel):
+    task_id: UUID
+    task_type: str
+    payload: Base64Bytes
+    priority: int
+    lease_token: UUID
+    lease_expires_at: datetime
+    timeout_seconds: int
+    retry_count: int
+    max_retries: int
+
+
+class ClaimResponse(WireModel):
+    tasks: list[ClaimedTask]
+
+
+class CompletedTask(WireModel):
+    task_id: UUID
+    lease_token: UUID
+    result: Base64Bytes = b""
+
+
+class FailedTask(WireModel):
+    task_id: UUID
+    lease_token: UUID
+    error: Annotated[StrictStr, Field(max_length=10_000)]
+    # False: dead-letter now, whatever retries are left (the handler knows it is hopeless).
+    retryable: StrictBool = True
+
+
+class CompleteRequest(WireModel):
+    """POST /api/v1/tasks/complete."""
+
+    worker_id: WorkerId
+    tasks: Annotated[list[CompletedTask], Field(min_length=1, max_length=BATCH_MAX)]
+
+
+class FailRequest(WireModel):
+    """POST /api/v1/tasks/fail: each counts as an attempt; retried after a backoff or dead."""
+
+    worker_id: WorkerId
+    tasks: Annotated[list[FailedTask], Field(min_length=1, max_length=BATCH_MAX)]
+
+
+class ReleaseRequest(WireModel):
+    """POST /api/v1/tasks/release: hand back claimed tasks that never started (no attempt)."""
+
+    worker_id: WorkerId
+    tasks: Annotated[list[Lease], Field(min_length=1, max_length=BATCH_MAX)]
+
+
+class LeaseOutcome(WireModel):
+    """Per-task outcome of a batch. `rejected`: the lease was stale; nothing changed for it.
+
+    When every task of a batch is rejected the broker answers 409 instead.
+    """
+
+    accepted: list[UUID]
+    rejected: list[UUID]
