@@ -11,11 +11,13 @@ import asyncio
 import contextlib
 import logging
 import sys
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import uvicorn
+from fastapi import FastAPI
 
 from tq_broker.app import connector_config, create_app
 from tq_broker.connector import Connector
@@ -34,6 +36,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--port", type=int, help="HTTP port (TQ_PORT, default 8080)")
     parser.add_argument("--database-url", help="PostgreSQL URL (TQ_DATABASE_URL); none: embedded")
     parser.add_argument("--data-dir", type=Path, help="embedded PostgreSQL data (TQ_DATA_DIR)")
+    parser.add_argument(
+        "--demo-worker",
+        action="store_true",
+        default=None,
+        help="also run a worker with the demo handlers (TQ_DEMO_WORKER)",
+    )
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
     return parser
 
@@ -46,6 +54,7 @@ def _settings(args: argparse.Namespace) -> BrokerSettings:
             "port": args.port,
             "database_url": args.database_url,
             "data_dir": args.data_dir,
+            "demo_worker": args.demo_worker,
         }.items()
         if value is not None
     }
@@ -94,9 +103,38 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
+class BrokerServer(uvicorn.Server):
+    """uvicorn waits for open requests before stopping; long-polling claims must not hold a
+    terminating replica for their whole wait, so they are woken to return at once."""
+
+    def __init__(self, config: uvicorn.Config, app: FastAPI) -> None:
+        super().__init__(config)
+        self._app = app
+        # Runs before the server stops (the demo worker drains while its broker still serves).
+        self.before_exit: Callable[[], Awaitable[None]] | None = None
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        notifier = getattr(self._app.state, "notifier", None)
+        if notifier is not None:
+            notifier.close()
+        before, self.before_exit = self.before_exit, None
+        if before is None:
+            super().handle_exit(sig, frame)
+            return
+
+        async def exit_after() -> None:
+            try:
+                await before()
+            finally:
+                super(BrokerServer, self).handle_exit(sig, frame)
+
+        self._exit_task = asyncio.get_event_loop().create_task(exit_after())
+
+
 def serve(settings: BrokerSettings) -> int:
+    app = create_app(settings)
     config = uvicorn.Config(
-        create_app(settings),
+        app,
         host=settings.host,
         port=settings.port,
         loop="uvloop",
@@ -105,10 +143,50 @@ def serve(settings: BrokerSettings) -> int:
         log_level="info",
         timeout_graceful_shutdown=10,
     )
-    server = uvicorn.Server(config)
+    server = BrokerServer(config, app)
     log.info("taskqueue broker on http://%s:%s", settings.host, settings.port)
-    server.run()
-    return 0 if server.started else 1
+    if not settings.demo_worker:
+        server.run()
+        return 0 if server.started else 1
+    return asyncio.run(_serve_with_demo_worker(server, settings))
+
+
+async def _serve_with_demo_worker(server: BrokerServer, settings: BrokerSettings) -> int:
+    """The broker plus one worker process running the demo handlers (noop, echo, sleep, fail)."""
+    serving = asyncio.create_task(server.serve())
+    while not server.started and not serving.done():  # noqa: ASYNC110 - uvicorn offers a flag
+        await asyncio.sleep(0.05)
+    if not server.started:
+        await serving
+        return 1
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
+    worker = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tq_worker",
+        "--app",
+        "tq_worker.demo:worker",
+        "--broker-url",
+        f"http://{host}:{settings.port}",
+        "--concurrency",
+        "4",
+    )
+    log.info("demo worker started (pid %s)", worker.pid)
+
+    async def stop_worker() -> None:
+        if worker.returncode is None:
+            worker.terminate()  # it drains: finishes or releases what it holds, deregisters
+            try:
+                await asyncio.wait_for(worker.wait(), 40)
+            except TimeoutError:
+                worker.kill()
+
+    server.before_exit = stop_worker
+    try:
+        await serving
+    finally:
+        await stop_worker()
+    return 0
 
 
 if __name__ == "__main__":

@@ -24,6 +24,12 @@ class TaskReadyNotifier:
     def __init__(self, config: ConnectorConfig) -> None:
         self._config = config
         self._event = asyncio.Event()
+        self.closing = False
+
+    def close(self) -> None:
+        """The replica is shutting down: wake every waiting claim so that it returns now."""
+        self.closing = True
+        self._broadcast()
 
     def ticket(self) -> asyncio.Event:
         """Take before looking for work; it is set by the next notification after that."""

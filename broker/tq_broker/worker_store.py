@@ -127,7 +127,7 @@ class WorkerStore:
             ticket = notifier.ticket()
             claimed = await self.task_claim(worker_id, task_types, max_tasks)
             remaining = deadline - time.monotonic()
-            if claimed or remaining <= 0:
+            if claimed or remaining <= 0 or notifier.closing:
                 return claimed
             try:
                 timeout = min(remaining, self.config.claim_poll_interval_seconds)
