@@ -47,7 +47,8 @@ class BrokerProcess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                env={**os.environ, **self.env},
+                # Auth is tested on purpose (tests/integration/test_auth.py); elsewhere it is off.
+                env={**os.environ, "TQ_AUTH": "off", **self.env},
             )
         if wait:
             self.wait_healthy()

@@ -15,10 +15,13 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from tq_broker.api import system, tasks, workers
+from tq_broker.api import keys, system, tasks, workers
 from tq_broker.api.errors import install_error_handlers
 from tq_broker.api.limits import BodySizeLimit
+from tq_broker.api.security import RateLimitHeaders
+from tq_broker.auth import AuthConfig, Authenticator
 from tq_broker.connector import Connector, ConnectorConfig
+from tq_broker.keys import ApiKeyStore
 from tq_broker.leader import AdvisoryLockElector
 from tq_broker.maintenance.cleaner import Cleaner, CleanerConfig
 from tq_broker.maintenance.reaper import Reaper, ReaperConfig
@@ -26,6 +29,7 @@ from tq_broker.maintenance.rescuer import Rescuer, RescuerConfig
 from tq_broker.maintenance.runner import MaintenanceRunner, Scheduled
 from tq_broker.migrations import migrate
 from tq_broker.notifier import TaskReadyNotifier
+from tq_broker.ratelimit import ClusterRateLimiter
 from tq_broker.settings import BrokerSettings
 from tq_broker.store import TaskStore
 from tq_broker.worker_store import LeaseConfig, WorkerStore
@@ -90,6 +94,14 @@ def _openapi_without_422(app: FastAPI) -> dict[str, Any]:
 
 def create_app(settings: BrokerSettings) -> FastAPI:
     config = connector_config(settings)
+    admin_key = settings.admin_api_key.get_secret_value() if settings.admin_api_key else None
+    auth_config = AuthConfig(
+        enabled=settings.auth_enabled(),
+        bootstrap_admin_key=admin_key,
+        rate_limit=settings.rate_limit_per_second,
+        burst=settings.rate_limit_burst,
+        cache_seconds=settings.key_cache_seconds,
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -115,6 +127,13 @@ def create_app(settings: BrokerSettings) -> FastAPI:
                 ("maintenance", runner),
             ):
                 background.append(asyncio.create_task(service.run(stop), name=name))
+            app.state.keys = ApiKeyStore(connector)
+            app.state.authenticator = authenticator = Authenticator(
+                app.state.keys, ClusterRateLimiter(connector), auth_config
+            )
+            background.append(
+                asyncio.create_task(authenticator.flush_last_used(stop), name="key-usage")
+            )
             yield
         finally:
             stop.set()
@@ -134,6 +153,8 @@ def create_app(settings: BrokerSettings) -> FastAPI:
     install_error_handlers(app)
     app.include_router(tasks.router)
     app.include_router(workers.router)
+    app.include_router(keys.router)
+    app.add_middleware(RateLimitHeaders)
     app.include_router(system.router)
     app.add_middleware(
         BodySizeLimit,

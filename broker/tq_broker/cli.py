@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import sys
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -23,6 +24,7 @@ from tq_broker.app import connector_config, create_app
 from tq_broker.connector import Connector
 from tq_broker.embedded import EmbeddedPostgres, EmbeddedPostgresError
 from tq_broker.errors import StoreUnavailable
+from tq_broker.keys import ApiKeyStore, Permission
 from tq_broker.migrations import migrate
 from tq_broker.settings import BrokerSettings
 
@@ -71,7 +73,9 @@ def database(settings: BrokerSettings) -> Iterator[BrokerSettings]:
     embedded.start()
     log.info("embedded PostgreSQL running in %s", settings.data_dir)
     try:
-        yield settings.model_copy(update={"database_url": embedded.url()})
+        yield settings.model_copy(
+            update={"database_url": embedded.url(), "embedded_database": True}
+        )
     finally:
         embedded.stop()
 
@@ -92,6 +96,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     settings = _settings(args)
     try:
+        settings.auth_enabled()  # refuse auth=off off loopback before starting anything
+    except ValueError as exc:
+        print(f"tq-broker: {exc}", file=sys.stderr)
+        return 2
+    try:
         with database(settings) as ready:
             if args.command == "migrate":
                 applied = asyncio.run(_migrate(ready))
@@ -109,12 +118,12 @@ class BrokerServer(uvicorn.Server):
 
     def __init__(self, config: uvicorn.Config, app: FastAPI) -> None:
         super().__init__(config)
-        self._app = app
+        self.app = app
         # Runs before the server stops (the demo worker drains while its broker still serves).
         self.before_exit: Callable[[], Awaitable[None]] | None = None
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        notifier = getattr(self._app.state, "notifier", None)
+        notifier = getattr(self.app.state, "notifier", None)
         if notifier is not None:
             notifier.close()
         before, self.before_exit = self.before_exit, None
@@ -145,10 +154,25 @@ def serve(settings: BrokerSettings) -> int:
     )
     server = BrokerServer(config, app)
     log.info("taskqueue broker on http://%s:%s", settings.host, settings.port)
+    if not settings.auth_enabled():
+        log.warning(
+            "AUTHENTICATION IS OFF: any local process may submit, read and cancel tasks. "
+            "Allowed only on a loopback address; set TQ_AUTH=on or TQ_ADMIN_API_KEY to require "
+            "API keys."
+        )
     if not settings.demo_worker:
         server.run()
         return 0 if server.started else 1
     return asyncio.run(_serve_with_demo_worker(server, settings))
+
+
+async def _demo_worker_key(server: BrokerServer, settings: BrokerSettings) -> str:
+    """The admin key if one is configured, else a fresh key with process_tasks only."""
+    if settings.admin_api_key is not None:
+        return settings.admin_api_key.get_secret_value()
+    keys: ApiKeyStore = server.app.state.keys
+    secret, _ = await keys.key_insert("demo-worker", [Permission.PROCESS_TASKS], None, None)
+    return secret
 
 
 async def _serve_with_demo_worker(server: BrokerServer, settings: BrokerSettings) -> int:
@@ -160,6 +184,9 @@ async def _serve_with_demo_worker(server: BrokerServer, settings: BrokerSettings
         await serving
         return 1
     host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
+    env = dict(os.environ)
+    if settings.auth_enabled():
+        env["TQ_API_KEY"] = await _demo_worker_key(server, settings)
     worker = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -170,6 +197,7 @@ async def _serve_with_demo_worker(server: BrokerServer, settings: BrokerSettings
         f"http://{host}:{settings.port}",
         "--concurrency",
         "4",
+        env=env,
     )
     log.info("demo worker started (pid %s)", worker.pid)
 

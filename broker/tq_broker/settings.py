@@ -6,13 +6,25 @@ time: `BrokerSettings()` is built by the CLI (or a test) and handed to `create_a
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from tq_broker.ratelimit import BURST_DEFAULT, RATE_DEFAULT
 from tq_broker.store import PAYLOAD_LIMIT_BYTES_DEFAULT
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def default_data_dir() -> Path:
@@ -81,6 +93,37 @@ class BrokerSettings(BaseSettings):
         5.0, gt=0, description="A silent leader loses leadership after about this long."
     )
     demo_worker: bool = Field(False, description="Also run a worker with the demo handlers.")
+
+    # API keys and rate limits
+    auth: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="API-key auth. auto: off only for the embedded database on a loopback "
+        "address without TQ_ADMIN_API_KEY, on otherwise. off is refused off loopback.",
+    )
+    admin_api_key: SecretStr | None = Field(
+        None, description="A bootstrap key with the admin permission (TQ_ADMIN_API_KEY)."
+    )
+    rate_limit_per_second: float = Field(
+        RATE_DEFAULT, gt=0, description="Requests per second per key, across all replicas."
+    )
+    rate_limit_burst: int = Field(BURST_DEFAULT, ge=1, description="Bucket size per key.")
+    key_cache_seconds: float = Field(
+        5.0, ge=0, description="How long a replica trusts a looked-up key (revocation delay)."
+    )
+    embedded_database: bool = Field(
+        False, description="Set by the CLI when it started the embedded PostgreSQL."
+    )
+
+    def auth_enabled(self) -> bool:
+        """Whether requests need an API key; raises if auth is off on a non-loopback address."""
+        loopback = is_loopback(self.host)
+        if self.auth == "on":
+            return True
+        if self.auth == "off":
+            if not loopback:
+                raise ValueError(f"TQ_AUTH=off is refused on a non-loopback address ({self.host})")
+            return False
+        return not (self.embedded_database and loopback and self.admin_api_key is None)
 
     @property
     def max_body_bytes(self) -> int:

@@ -20,6 +20,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
+    StrictFloat,
     StrictInt,
     StrictStr,
     WithJsonSchema,
@@ -184,3 +185,38 @@ def priority_bucket(priority: int) -> str:
     if priority >= NORMAL_PRIORITY_MIN:
         return "normal"
     return "low"
+
+
+PERMISSIONS = ("submit_tasks", "read_tasks", "cancel_tasks", "process_tasks", "admin")
+PermissionName = Annotated[
+    StrictStr, Field(pattern=r"^(submit_tasks|read_tasks|cancel_tasks|process_tasks|admin)$")
+]
+
+
+class CreateKeyRequest(WireModel):
+    """POST /api/v1/keys (admin)."""
+
+    name: Annotated[StrictStr, Field(min_length=1, max_length=100, pattern=r"^[\x20-\x7e]+$")]
+    permissions: Annotated[list[PermissionName], Field(min_length=1, max_length=5)]
+    rate_limit: Annotated[StrictFloat | StrictInt, Field(gt=0, le=1_000_000)] | None = None
+    burst: Annotated[StrictInt, Field(ge=1, le=10_000_000)] | None = None
+
+
+class KeyInfo(WireModel):
+    """A key as listed: never its secret."""
+
+    key_id: UUID
+    name: str
+    prefix: str
+    permissions: list[str]
+    rate_limit: float | None
+    burst: int | None
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+
+class CreatedKey(KeyInfo):
+    """The answer to a create: the only time the secret `key` is ever shown."""
+
+    key: str

@@ -11,7 +11,7 @@ from tq_broker.settings import BrokerSettings
 
 @pytest.fixture
 def settings(database_url: str) -> BrokerSettings:
-    return BrokerSettings(database_url=database_url)
+    return BrokerSettings(database_url=database_url, auth="off")
 
 
 @pytest.fixture

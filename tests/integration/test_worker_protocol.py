@@ -19,7 +19,10 @@ from tq_broker.settings import BrokerSettings
 def settings(database_url: str) -> BrokerSettings:
     # No backoff, so a failed task is claimable again at once.
     return BrokerSettings(
-        database_url=database_url, backoff_base_seconds=0, claim_poll_interval_seconds=0.2
+        database_url=database_url,
+        auth="off",
+        backoff_base_seconds=0,
+        claim_poll_interval_seconds=0.2,
     )
 
 
@@ -276,7 +279,7 @@ def test_failed_task_waits_for_its_backoff(
     from tq_broker.app import create_app
 
     settings = BrokerSettings(
-        database_url=database_url, backoff_base_seconds=60, backoff_cap_seconds=100
+        database_url=database_url, auth="off", backoff_base_seconds=60, backoff_cap_seconds=100
     )
     with TestClient(create_app(settings)) as api:
         register(api)

@@ -14,6 +14,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
+from tq_broker.api.security import rate_limit_headers
+from tq_broker.auth import Forbidden, RateLimited, Unauthenticated
 from tq_broker.errors import (
     BrokerError,
     Conflict,
@@ -27,6 +29,9 @@ log = logging.getLogger(__name__)
 
 STATUS_BY_ERROR: dict[type[BrokerError], int] = {
     InvalidRequest: 400,
+    Unauthenticated: 401,
+    Forbidden: 403,
+    RateLimited: 429,
     NotFound: 404,
     Conflict: 409,
     PayloadTooLarge: 413,
@@ -48,9 +53,12 @@ ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
     }
     for code, description in [
         (400, "Invalid request"),
+        (401, "Missing, malformed, unknown or revoked API key"),
+        (403, "The API key lacks the permission"),
         (404, "Not found"),
         (409, "Conflict"),
         (413, "Payload too large"),
+        (429, "Rate limit exceeded (see Retry-After)"),
         (503, "Broker unavailable or degraded"),
     ]
 }
@@ -94,7 +102,13 @@ def allowed_methods(request: Request) -> list[str]:
 def install_error_handlers(app: FastAPI) -> None:
     async def on_broker_error(request: Request, exc: Exception) -> JSONResponse:
         status = next((code for cls, code in STATUS_BY_ERROR.items() if isinstance(exc, cls)), 500)
-        headers = {"Retry-After": "1"} if status == 503 else None
+        headers: dict[str, str] | None = None
+        if status == 503:
+            headers = {"Retry-After": "1"}
+        elif isinstance(exc, Unauthenticated):
+            headers = {"WWW-Authenticate": "Bearer"}
+        elif isinstance(exc, RateLimited):
+            headers = rate_limit_headers(exc.decision)
         return error_response(status, str(exc), headers)
 
     async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:

@@ -9,7 +9,9 @@ from pydantic import TypeAdapter
 
 from tq_broker.api.deps import ElectorDep, SettingsDep, StoreDep
 from tq_broker.api.errors import ERROR_RESPONSES
+from tq_broker.api.security import requires
 from tq_broker.errors import StoreUnavailable
+from tq_broker.keys import Permission
 from tq_client.models import Health, Stats, WorkerInfo
 
 router = APIRouter(tags=["system"])
@@ -17,12 +19,22 @@ _worker_list_json = TypeAdapter(list[WorkerInfo])
 JSON = "application/json"
 
 
-@router.get("/api/v1/stats", response_model=Stats, responses=ERROR_RESPONSES)
+@router.get(
+    "/api/v1/stats",
+    response_model=Stats,
+    responses=ERROR_RESPONSES,
+    dependencies=[requires(Permission.READ_TASKS)],
+)
 async def stats(store: StoreDep) -> Response:
     return Response((await store.stats()).model_dump_json(), media_type=JSON)
 
 
-@router.get("/api/v1/workers", response_model=list[WorkerInfo], responses=ERROR_RESPONSES)
+@router.get(
+    "/api/v1/workers",
+    response_model=list[WorkerInfo],
+    responses=ERROR_RESPONSES,
+    dependencies=[requires(Permission.READ_TASKS)],
+)
 async def workers(store: StoreDep) -> Response:
     return Response(_worker_list_json.dump_json(await store.worker_list()), media_type=JSON)
 

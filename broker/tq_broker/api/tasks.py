@@ -11,7 +11,9 @@ from pydantic import TypeAdapter
 
 from tq_broker.api.deps import StoreDep
 from tq_broker.api.errors import ERROR_RESPONSES
+from tq_broker.api.security import requires
 from tq_broker.errors import InvalidRequest
+from tq_broker.keys import Permission
 from tq_client.models import (
     TASK_TYPE_PATTERN,
     SubmitBatchRequest,
@@ -36,6 +38,7 @@ def _json(body: bytes, status_code: int = 200) -> Response:
 
 @router.post(
     "",
+    dependencies=[requires(Permission.SUBMIT_TASKS)],
     status_code=201,
     response_model=SubmitTaskResponse,
     responses={
@@ -57,6 +60,7 @@ async def submit_task(
 
 @router.post(
     "/batch",
+    dependencies=[requires(Permission.SUBMIT_TASKS)],
     status_code=201,
     response_model=SubmitBatchResponse,
     responses=ERROR_RESPONSES,
@@ -83,13 +87,23 @@ for _action in ("batch", "claim", "complete", "fail", "release"):
 
 
 @router.get(
-    "/{task_id}", response_model=TaskDetail, responses=ERROR_RESPONSES, summary="Get a task"
+    "/{task_id}",
+    dependencies=[requires(Permission.READ_TASKS)],
+    response_model=TaskDetail,
+    responses=ERROR_RESPONSES,
+    summary="Get a task",
 )
 async def get_task(task_id: UUID, store: StoreDep) -> Response:
     return _json((await store.task_get(task_id)).model_dump_json().encode())
 
 
-@router.get("", response_model=list[TaskSummary], responses=ERROR_RESPONSES, summary="List tasks")
+@router.get(
+    "",
+    dependencies=[requires(Permission.READ_TASKS)],
+    response_model=list[TaskSummary],
+    responses=ERROR_RESPONSES,
+    summary="List tasks",
+)
 async def list_tasks(
     store: StoreDep,
     status: TaskStatus | None = None,
@@ -103,6 +117,7 @@ async def list_tasks(
 
 @router.delete(
     "/{task_id}",
+    dependencies=[requires(Permission.CANCEL_TASKS)],
     status_code=204,
     responses=ERROR_RESPONSES,
     summary="Cancel a pending task",

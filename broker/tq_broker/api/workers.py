@@ -10,6 +10,8 @@ from fastapi import APIRouter, Path, Response
 
 from tq_broker.api.deps import NotifierDep, SettingsDep, WorkerStoreDep
 from tq_broker.api.errors import ERROR_RESPONSES
+from tq_broker.api.security import requires
+from tq_broker.keys import Permission
 from tq_client.models import SubmitTaskResponse, TaskStatus
 from tq_client.protocol import (
     WORKER_ID_PATTERN,
@@ -37,6 +39,7 @@ def _json(model: object, status_code: int = 200) -> Response:
 
 @router.post(
     "/api/v1/workers",
+    dependencies=[requires(Permission.PROCESS_TASKS)],
     status_code=201,
     response_model=RegisterWorkerResponse,
     responses=ERROR_RESPONSES,
@@ -59,6 +62,8 @@ async def register_worker(
 
 @router.post(
     "/api/v1/workers/{worker_id}/heartbeat",
+    # Heartbeats never queue behind the rate limit: a busy worker must not lose its leases.
+    dependencies=[requires(Permission.PROCESS_TASKS, rate_limited=False)],
     response_model=HeartbeatResponse,
     responses=ERROR_RESPONSES,
     summary="Heartbeat: liveness, load, lease renewal",
@@ -71,6 +76,7 @@ async def heartbeat(
 
 @router.delete(
     "/api/v1/workers/{worker_id}",
+    dependencies=[requires(Permission.PROCESS_TASKS)],
     status_code=204,
     responses=ERROR_RESPONSES,
     summary="Deregister a worker; tasks it still holds are rescued at once",
@@ -82,6 +88,7 @@ async def deregister_worker(worker_id: WorkerIdPath, store: WorkerStoreDep) -> R
 
 @router.post(
     "/api/v1/tasks/claim",
+    dependencies=[requires(Permission.PROCESS_TASKS)],
     response_model=ClaimResponse,
     responses=ERROR_RESPONSES,
     summary="Claim ready tasks (long-poll up to wait_seconds)",
@@ -96,6 +103,7 @@ async def claim(
 
 @router.post(
     "/api/v1/tasks/complete",
+    dependencies=[requires(Permission.PROCESS_TASKS)],
     response_model=LeaseOutcome,
     responses=ERROR_RESPONSES,
     summary="Report results; stale leases are rejected",
@@ -107,6 +115,7 @@ async def complete(body: CompleteRequest, store: WorkerStoreDep) -> Response:
 
 @router.post(
     "/api/v1/tasks/fail",
+    dependencies=[requires(Permission.PROCESS_TASKS)],
     response_model=LeaseOutcome,
     responses=ERROR_RESPONSES,
     summary="Report failed attempts; stale leases are rejected",
@@ -117,6 +126,7 @@ async def fail(body: FailRequest, store: WorkerStoreDep) -> Response:
 
 @router.post(
     "/api/v1/tasks/release",
+    dependencies=[requires(Permission.PROCESS_TASKS)],
     response_model=LeaseOutcome,
     responses=ERROR_RESPONSES,
     summary="Hand back claimed tasks that never started (no attempt counted)",
@@ -127,6 +137,7 @@ async def release(body: ReleaseRequest, store: WorkerStoreDep) -> Response:
 
 @router.post(
     "/api/v1/tasks/{task_id}/requeue",
+    dependencies=[requires(Permission.ADMIN)],
     response_model=SubmitTaskResponse,
     responses=ERROR_RESPONSES,
     summary="Admin: requeue a dead-lettered task",

@@ -286,3 +286,47 @@ WHERE task_id IN (
 DELETE FROM tq_workers
 WHERE status = 'offline' AND last_heartbeat < now() - %(retention_seconds)s * interval '1 second';
 
+
+-- key_insert --
+-- Store a new API key: only the hash of its secret.
+INSERT INTO tq_api_keys (key_id, name, prefix, secret_hash, permissions, rate_limit, burst)
+VALUES (%(key_id)s, %(name)s, %(prefix)s, %(secret_hash)s, %(permissions)s, %(rate_limit)s,
+        %(burst)s)
+RETURNING key_id, name, prefix, permissions, rate_limit, burst, created_at, last_used_at,
+          revoked_at;
+
+-- key_list --
+-- Every key, newest first; never the hash.
+SELECT key_id, name, prefix, permissions, rate_limit, burst, created_at, last_used_at,
+       revoked_at
+FROM tq_api_keys ORDER BY created_at DESC, key_id;
+
+-- key_get_by_hash --
+-- The key a presented secret hashes to, if it is not revoked.
+SELECT key_id, name, permissions, rate_limit, burst, secret_hash
+FROM tq_api_keys WHERE secret_hash = %(secret_hash)s AND revoked_at IS NULL;
+
+-- key_revoke --
+-- Revoke a key (idempotent); returns nothing for an unknown id.
+UPDATE tq_api_keys SET revoked_at = coalesce(revoked_at, now())
+WHERE key_id = %(key_id)s
+RETURNING key_id;
+
+-- key_touch_many --
+-- Record that keys were used (flushed in the background, not per request).
+UPDATE tq_api_keys SET last_used_at = now() WHERE key_id = ANY(%(key_ids)s::uuid[]);
+
+-- rate_bucket_lock --
+-- Create a key's bucket full, or lock the existing one for the rest of the transaction.
+INSERT INTO tq_rate_buckets (bucket, tokens) VALUES (%(bucket)s, %(burst)s)
+ON CONFLICT (bucket) DO UPDATE SET tokens = tq_rate_buckets.tokens;
+
+-- rate_bucket_read --
+-- The locked bucket and the database's clock, read after the lock was granted (clock_timestamp,
+-- not now(): a transaction that waited for the lock must not see time from before the wait).
+SELECT tokens, updated_at, clock_timestamp() AS as_of FROM tq_rate_buckets
+WHERE bucket = %(bucket)s;
+
+-- rate_bucket_store --
+-- Write back the bucket after a grant, as of the clock reading its tokens were computed for.
+UPDATE tq_rate_buckets SET tokens = %(tokens)s, updated_at = %(as_of)s WHERE bucket = %(bucket)s;

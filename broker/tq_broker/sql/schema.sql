@@ -60,3 +60,22 @@ $$;
 
 CREATE TRIGGER tq_tasks_notify_ready AFTER INSERT ON tq_tasks
     FOR EACH STATEMENT EXECUTE FUNCTION tq_notify_task_ready();
+
+CREATE TABLE tq_api_keys (
+    key_id       uuid        PRIMARY KEY,
+    name         text        NOT NULL,
+    prefix       text        NOT NULL,
+    secret_hash  bytea       NOT NULL UNIQUE,
+    permissions  text[]      NOT NULL,
+    rate_limit   double precision CHECK (rate_limit > 0),
+    burst        integer     CHECK (burst >= 1),
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    last_used_at timestamptz,
+    revoked_at   timestamptz
+);
+
+CREATE TABLE tq_rate_buckets (
+    bucket     text             PRIMARY KEY,
+    tokens     double precision NOT NULL,
+    updated_at timestamptz      NOT NULL DEFAULT now()
+);

@@ -1,0 +1,70 @@
+"""The auth dependency every API route declares: `dependencies=[requires(Permission.X)]`.
+
+Also the middleware that puts the standard RateLimit-* headers on admitted responses.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPBearer
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from tq_broker.auth import Authenticator, Forbidden, Principal
+from tq_broker.keys import Permission
+from tq_broker.ratelimit import Decision
+
+# Declares the scheme in the OpenAPI document; the header itself is parsed by the Authenticator.
+_bearer_scheme = HTTPBearer(auto_error=False, description="API key: Authorization: Bearer <key>")
+
+
+def requires(permission: Permission, rate_limited: bool = True) -> Any:
+    async def check(request: Request, _: Any = Depends(_bearer_scheme)) -> Principal | None:
+        auth: Authenticator = request.app.state.authenticator
+        if not auth.config.enabled:
+            return None
+        principal = await auth.authenticate(request.headers.get("authorization"))
+        if not principal.may(permission):
+            raise Forbidden(f"this API key lacks the {permission.value} permission")
+        if rate_limited:
+            request.state.rate_limit = await auth.admit(principal)
+        return principal
+
+    return Depends(check)
+
+
+def rate_limit_headers(decision: Decision) -> dict[str, str]:
+    headers = {
+        "RateLimit-Limit": f"{decision.limit:g}",
+        "RateLimit-Remaining": str(max(0, decision.remaining)),
+        "RateLimit-Reset": str(decision.retry_after_seconds or 1),
+    }
+    if not decision.admitted:
+        headers["Retry-After"] = str(decision.retry_after_seconds)
+    return headers
+
+
+class RateLimitHeaders:
+    """Pure ASGI middleware: copies the request's rate-limit decision into response headers."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                decision = scope.get("state", {}).get("rate_limit")
+                if isinstance(decision, Decision) and decision.admitted:
+                    extra = [
+                        (k.lower().encode(), v.encode())
+                        for k, v in rate_limit_headers(decision).items()
+                    ]
+                    message["headers"] = [*message.get("headers", []), *extra]
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)

@@ -1,0 +1,161 @@
+"""Who is calling, and may they: API-key authentication, permissions and rate limits.
+
+A request carries `Authorization: Bearer <key>`. The key is looked up by the SHA-256 of its
+secret (cached for `cache_seconds`, so a revocation reaches every replica within that time),
+then its permission is checked, then its rate limit.
+
+The one thing not to break: the order 401 (who?) → 403 (may they?) → 429 (not now), and a
+secret never reaches a log line or an error message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from uuid import UUID
+
+from tq_broker.errors import BrokerError, StoreUnavailable
+from tq_broker.keys import ApiKeyStore, KeyRecord, Permission, hash_secret
+from tq_broker.ratelimit import ClusterRateLimiter, Decision
+
+log = logging.getLogger(__name__)
+
+MAX_AUTHORIZATION_HEADER = 512
+CACHE_SECONDS_DEFAULT = 5.0
+CACHE_ENTRIES_MAX = 10_000
+BOOTSTRAP_BUCKET = "bootstrap-admin"
+
+
+class Unauthenticated(BrokerError):
+    """No usable API key (401)."""
+
+
+class Forbidden(BrokerError):
+    """The key lacks the permission (403)."""
+
+
+class RateLimited(BrokerError):
+    """The key is over its rate limit (429)."""
+
+    def __init__(self, decision: Decision) -> None:
+        super().__init__("Rate limit exceeded")
+        self.decision = decision
+
+
+@dataclass(frozen=True)
+class Principal:
+    bucket: str  # the rate-limit bucket: the key id
+    key_id: UUID | None  # None for the bootstrap admin key
+    name: str
+    permissions: frozenset[Permission]
+    rate_limit: float
+    burst: int
+
+    def may(self, permission: Permission) -> bool:
+        return Permission.ADMIN in self.permissions or permission in self.permissions
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    enabled: bool
+    bootstrap_admin_key: str | None
+    rate_limit: float
+    burst: int
+    cache_seconds: float = CACHE_SECONDS_DEFAULT
+
+
+def bearer_token(header: str | None) -> str:
+    if header is None:
+        raise Unauthenticated("missing API key: send Authorization: Bearer <key>")
+    if len(header) > MAX_AUTHORIZATION_HEADER:
+        raise Unauthenticated("malformed Authorization header")
+    scheme, _, token = header.partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token or not token.isprintable() or " " in token:
+        raise Unauthenticated("malformed Authorization header: expected Bearer <key>")
+    return token
+
+
+class Authenticator:
+    def __init__(self, keys: ApiKeyStore, limiter: ClusterRateLimiter, config: AuthConfig):
+        self._keys = keys
+        self._limiter = limiter
+        self.config = config
+        self._bootstrap_hash = (
+            hash_secret(config.bootstrap_admin_key) if config.bootstrap_admin_key else None
+        )
+        self._cache: OrderedDict[bytes, tuple[Principal | None, float]] = OrderedDict()
+        self._used: set[UUID] = set()
+
+    def forget(self, key_id: UUID) -> None:
+        """Drop a revoked key from this replica's cache at once."""
+        for digest, (principal, _) in list(self._cache.items()):
+            if principal is not None and principal.key_id == key_id:
+                del self._cache[digest]
+
+    async def authenticate(self, header: str | None) -> Principal:
+        digest = hash_secret(bearer_token(header))
+        if self._bootstrap_hash is not None and secrets.compare_digest(
+            digest, self._bootstrap_hash
+        ):
+            return Principal(
+                BOOTSTRAP_BUCKET,
+                None,
+                "bootstrap-admin",
+                frozenset({Permission.ADMIN}),
+                self.config.rate_limit,
+                self.config.burst,
+            )
+        principal = await self._lookup(digest)
+        if principal is None:
+            raise Unauthenticated("unknown or revoked API key")
+        if principal.key_id is not None:
+            self._used.add(principal.key_id)
+        return principal
+
+    async def _lookup(self, digest: bytes) -> Principal | None:
+        cached = self._cache.get(digest)
+        if cached is not None and cached[1] > time.monotonic():
+            return cached[0]
+        record = await self._keys.key_get_by_hash(digest)
+        principal = self._principal(record) if record else None
+        self._cache[digest] = (principal, time.monotonic() + self.config.cache_seconds)
+        self._cache.move_to_end(digest)
+        while len(self._cache) > CACHE_ENTRIES_MAX:
+            self._cache.popitem(last=False)
+        return principal
+
+    def _principal(self, record: KeyRecord) -> Principal:
+        return Principal(
+            bucket=str(record.key_id),
+            key_id=record.key_id,
+            name=record.name,
+            permissions=record.permissions,
+            rate_limit=record.rate_limit or self.config.rate_limit,
+            burst=record.burst or self.config.burst,
+        )
+
+    async def admit(self, principal: Principal) -> Decision:
+        decision = await self._limiter.admit(
+            principal.bucket, principal.rate_limit, principal.burst
+        )
+        if not decision.admitted:
+            raise RateLimited(decision)
+        return decision
+
+    async def flush_last_used(self, stop: asyncio.Event, interval_seconds: float = 30.0) -> None:
+        """Background: record which keys were used, in one statement per interval."""
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), interval_seconds)
+            used, self._used = self._used, set()
+            if used:
+                try:
+                    await self._keys.key_touch_many(list(used))
+                except StoreUnavailable:
+                    self._used |= used

@@ -1,0 +1,137 @@
+"""Per-key rate limits that hold for the whole cluster, not per replica.
+
+Each key has one token bucket in PostgreSQL (rate r per second, capacity `burst`). A replica
+never admits a request without a token from that bucket: it takes them in small grants (a
+tenth of a second's worth), spends them locally, and drops what it has not spent within
+`allowance_seconds`. Hence the bound we guarantee: for one key, the requests admitted by all
+replicas together in any window of t seconds are at most burst + r·t. Unspent grants only
+ever make a key get fewer, never more.
+
+The one thing not to break: the bucket arithmetic in `TokenBucket` is the only place tokens are
+computed, and it uses the database's clock for the shared bucket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from tq_broker.connector import Connector
+
+RATE_DEFAULT = 100.0
+BURST_DEFAULT = 200
+ALLOWANCE_SECONDS_DEFAULT = 1.0
+GRANT_MAX_DEFAULT = 10
+
+
+@dataclass
+class TokenBucket:
+    """The classic token bucket; `now` comes from whichever clock the caller trusts."""
+
+    rate: float
+    burst: float
+    tokens: float
+    updated: float
+
+    def refill(self, now: float) -> None:
+        if now > self.updated:
+            self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
+            self.updated = now
+
+    def take(self, n: float, now: float) -> bool:
+        self.refill(now)
+        if self.tokens >= n:
+            self.tokens -= n
+            return True
+        return False
+
+    def seconds_until(self, n: float) -> float:
+        """How long until n tokens are there, at the current refill rate."""
+        return max(0.0, (n - self.tokens) / self.rate)
+
+
+@dataclass(frozen=True)
+class Decision:
+    admitted: bool
+    limit: float
+    remaining: int
+    retry_after_seconds: int  # whole seconds, >= 1 when refused
+
+
+def retry_after(seconds: float) -> int:
+    """Retry-After is a whole number of seconds, and at least 1."""
+    return max(1, math.ceil(seconds))
+
+
+def grant_size(rate: float, burst: int, grant_max: int = GRANT_MAX_DEFAULT) -> int:
+    """Tokens a replica takes at once: about a tenth of a second's worth, at least one."""
+    return max(1, min(grant_max, int(rate / 10), burst // 10))
+
+
+@dataclass
+class _Allowance:
+    tokens: int
+    expires: float
+    central_remaining: int
+    lock: asyncio.Lock
+
+
+class ClusterRateLimiter:
+    def __init__(
+        self,
+        connector: Connector,
+        allowance_seconds: float = ALLOWANCE_SECONDS_DEFAULT,
+        grant_max: int = GRANT_MAX_DEFAULT,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._db = connector
+        self._allowance_seconds = allowance_seconds
+        self._grant_max = grant_max
+        self._clock = clock
+        self._allowances: dict[str, _Allowance] = {}
+
+    async def admit(self, bucket: str, rate: float, burst: int) -> Decision:
+        allowance = self._allowances.get(bucket)
+        if allowance is None:
+            allowance = self._allowances[bucket] = _Allowance(0, 0.0, burst, asyncio.Lock())
+        if self._spend(allowance):
+            return Decision(True, rate, allowance.tokens + allowance.central_remaining, 0)
+        async with allowance.lock:
+            if self._spend(allowance):  # another request refilled it while we waited
+                return Decision(True, rate, allowance.tokens + allowance.central_remaining, 0)
+            granted, remaining, wait = await self._take_from_cluster(bucket, rate, burst)
+            allowance.central_remaining = remaining
+            if granted == 0:
+                return Decision(False, rate, 0, retry_after(wait))
+            allowance.tokens = granted - 1
+            allowance.expires = self._clock() + self._allowance_seconds
+            return Decision(True, rate, allowance.tokens + remaining, 0)
+
+    def _spend(self, allowance: _Allowance) -> bool:
+        if allowance.tokens > 0 and self._clock() < allowance.expires:
+            allowance.tokens -= 1
+            return True
+        return False
+
+    async def _take_from_cluster(
+        self, bucket: str, rate: float, burst: int
+    ) -> tuple[int, int, float]:
+        """(tokens granted, tokens left in the shared bucket, seconds until one is there)."""
+        want = grant_size(rate, burst, self._grant_max)
+        async with self._db.transaction() as tx:
+            await tx.execute("rate_bucket_lock", {"bucket": bucket, "burst": float(burst)})
+            row = await tx.fetch_one("rate_bucket_read", {"bucket": bucket})
+            assert row is not None
+            # Time only moves forward for a bucket, so no interval is ever refilled twice.
+            as_of = max(row["as_of"], row["updated_at"])
+            shared = TokenBucket(rate, burst, row["tokens"], 0.0)
+            shared.refill((as_of - row["updated_at"]).total_seconds())
+            granted = min(want, math.floor(shared.tokens))
+            shared.tokens -= granted
+            await tx.execute(
+                "rate_bucket_store", {"bucket": bucket, "tokens": shared.tokens, "as_of": as_of}
+            )
+        return granted, math.floor(shared.tokens), shared.seconds_until(1)

@@ -1,0 +1,341 @@
+"""API keys, permissions and rate limits on real PostgreSQL: the permission matrix of every
+route × every kind of key, hashed storage, 401/403/429, and the cluster-wide limit."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+from fastapi.testclient import TestClient
+
+from tq_broker.app import create_app
+from tq_broker.connector import Connector, ConnectorConfig
+from tq_broker.ratelimit import ClusterRateLimiter
+from tq_broker.settings import BrokerSettings
+
+from ..processes import BrokerProcess
+
+ADMIN = "bootstrap-admin-secret-for-tests"
+WORKER_ID = "worker-auth-1-abcdef"
+
+
+@pytest.fixture
+def secured(database_url: str) -> Iterator[TestClient]:
+    settings = BrokerSettings(
+        database_url=database_url,
+        auth="on",
+        admin_api_key=ADMIN,
+        rate_limit_per_second=1000,
+        rate_limit_burst=2000,
+    )
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        yield client
+
+
+def bearer(secret: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {secret}"}
+
+
+def create_key(api: TestClient, name: str, permissions: list[str], **limits: Any) -> dict[str, Any]:
+    response = api.post(
+        "/api/v1/keys",
+        headers=bearer(ADMIN),
+        json={"name": name, "permissions": permissions, **limits},
+    )
+    assert response.status_code == 201, response.text
+    return dict(response.json())
+
+
+# (method, path, body, permission); {task}/{worker}/{key} are filled per run.
+ROUTES: list[tuple[str, str, dict[str, Any] | None, str]] = [
+    ("POST", "/api/v1/tasks", {"task_type": "noop"}, "submit_tasks"),
+    ("POST", "/api/v1/tasks/batch", {"tasks": [{"task_type": "noop"}]}, "submit_tasks"),
+    ("GET", "/api/v1/tasks", None, "read_tasks"),
+    ("GET", "/api/v1/tasks/{task}", None, "read_tasks"),
+    ("DELETE", "/api/v1/tasks/{task}", None, "cancel_tasks"),
+    ("POST", "/api/v1/tasks/{task}/requeue", None, "admin"),
+    ("GET", "/api/v1/stats", None, "read_tasks"),
+    ("GET", "/api/v1/workers", None, "read_tasks"),
+    (
+        "POST",
+        "/api/v1/workers",
+        {"worker_id": WORKER_ID, "task_types": ["noop"], "concurrency": 1},
+        "process_tasks",
+    ),
+    ("POST", "/api/v1/workers/{worker}/heartbeat", {}, "process_tasks"),
+    ("DELETE", "/api/v1/workers/{worker}", None, "process_tasks"),
+    ("POST", "/api/v1/tasks/claim", {"worker_id": WORKER_ID}, "process_tasks"),
+    (
+        "POST",
+        "/api/v1/tasks/complete",
+        {
+            "worker_id": WORKER_ID,
+            "tasks": [{"task_id": "{task}", "lease_token": str(uuid.UUID(int=1))}],
+        },
+        "process_tasks",
+    ),
+    (
+        "POST",
+        "/api/v1/tasks/fail",
+        {
+            "worker_id": WORKER_ID,
+            "tasks": [{"task_id": "{task}", "lease_token": str(uuid.UUID(int=1)), "error": "x"}],
+        },
+        "process_tasks",
+    ),
+    (
+        "POST",
+        "/api/v1/tasks/release",
+        {
+            "worker_id": WORKER_ID,
+            "tasks": [{"task_id": "{task}", "lease_token": str(uuid.UUID(int=1))}],
+        },
+        "process_tasks",
+    ),
+    ("POST", "/api/v1/keys", {"name": "k", "permissions": ["read_tasks"]}, "admin"),
+    ("GET", "/api/v1/keys", None, "admin"),
+    ("DELETE", "/api/v1/keys/{key}", None, "admin"),
+]
+OPEN_ROUTES = [("GET", "/health"), ("GET", "/openapi.json")]
+
+
+def fill(value: Any, names: dict[str, str]) -> Any:
+    if isinstance(value, str):
+        for name, replacement in names.items():
+            value = value.replace("{" + name + "}", replacement)
+        return value
+    if isinstance(value, dict):
+        return {k: fill(v, names) for k, v in value.items()}
+    if isinstance(value, list):
+        return [fill(v, names) for v in value]
+    return value
+
+
+def test_the_matrix_covers_every_route_in_the_openapi_document(secured: TestClient) -> None:
+    documented = {
+        (method.upper(), path)
+        for path, operations in secured.get("/openapi.json").json()["paths"].items()
+        for method in operations
+    }
+    templated = {
+        (
+            m,
+            p.replace("{task}", "{task_id}")
+            .replace("{worker}", "{worker_id}")
+            .replace("{key}", "{key_id}"),
+        )
+        for m, p, _, _ in ROUTES
+    }
+    assert documented - set(OPEN_ROUTES) == templated
+
+
+def test_permission_matrix_of_every_route_and_every_kind_of_key(secured: TestClient) -> None:
+    kinds = {
+        p: create_key(secured, p, [p])["key"]
+        for p in ("submit_tasks", "read_tasks", "cancel_tasks", "process_tasks", "admin")
+    }
+    revoked = create_key(secured, "revoked", ["admin"])
+    assert (
+        secured.delete(f"/api/v1/keys/{revoked['key_id']}", headers=bearer(ADMIN)).status_code
+        == 204
+    )
+    refused = {
+        "none": {},
+        "malformed scheme": {"Authorization": f"Basic {kinds['admin']}"},
+        "empty bearer": {"Authorization": "Bearer "},
+        "oversized": {"Authorization": "Bearer " + "x" * 5000},
+        "unknown": bearer("tq_nothing_" + "x" * 43),
+        "revoked": bearer(revoked["key"]),
+    }
+    task_id = secured.post(
+        "/api/v1/tasks", json={"task_type": "noop"}, headers=bearer(ADMIN)
+    ).json()["task_id"]
+    names = {"task": task_id, "worker": WORKER_ID, "key": str(uuid.uuid4())}
+    failures = []
+    for method, path, body, permission in ROUTES:
+        url, payload = fill(path, names), fill(body, names)
+        for kind, headers in refused.items():
+            status = secured.request(method, url, json=payload, headers=headers).status_code
+            if status != 401:
+                failures.append(f"{method} {path} with {kind} key: {status}, expected 401")
+        for granted, secret in kinds.items():
+            response = secured.request(method, url, json=payload, headers=bearer(secret))
+            allowed = granted in (permission, "admin")
+            if allowed and response.status_code in (401, 403):
+                failures.append(f"{method} {path} with {granted}: {response.status_code}")
+            if not allowed and response.status_code != 403:
+                failures.append(
+                    f"{method} {path} with {granted}: {response.status_code}, expected 403"
+                )
+            assert response.status_code < 500, (method, path, response.text)
+    for method, path in OPEN_ROUTES:
+        assert secured.request(method, path).status_code == 200
+    assert not failures, "\n".join(failures)
+
+
+def test_401_names_the_scheme_and_uses_the_error_body(secured: TestClient) -> None:
+    response = secured.get("/api/v1/tasks")
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"] == "Bearer"
+    assert "Authorization: Bearer" in response.json()["error"]
+
+
+def test_the_contracts_bearer_example_works_with_the_bootstrap_key(secured: TestClient) -> None:
+    response = secured.get("/api/v1/tasks", headers=bearer(ADMIN))
+    assert response.status_code == 200
+    assert response.json() == []
+
+
+def test_created_secret_is_shown_once_and_stored_only_as_a_hash(
+    secured: TestClient, db: psycopg.Connection[dict[str, Any]]
+) -> None:
+    created = create_key(secured, "ci", ["submit_tasks", "read_tasks"], rate_limit=50, burst=60)
+    secret = created["key"]
+    assert secret.startswith(created["prefix"] + "_")
+    assert len(secret) > 40
+    assert secured.get("/api/v1/tasks", headers=bearer(secret)).status_code == 200
+    listed = secured.get("/api/v1/keys", headers=bearer(ADMIN)).json()
+    assert [k["key_id"] for k in listed] == [created["key_id"]]
+    assert "key" not in listed[0]
+    assert (listed[0]["rate_limit"], listed[0]["burst"]) == (50, 60)
+    assert secret not in secured.get("/api/v1/keys", headers=bearer(ADMIN)).text
+    tables = [
+        r["table_name"]
+        for r in db.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'"
+        )
+    ]
+    for table in tables:
+        for row in db.execute(f"SELECT * FROM {table}".encode()):  # noqa: S608 - catalog names
+            for value in row.values():
+                text = bytes(value) if isinstance(value, memoryview) else str(value).encode()
+                assert secret.encode() not in text, f"secret found in {table}"
+                assert secret.split("_")[-1].encode() not in text, f"secret part in {table}"
+
+
+def test_revoked_key_is_refused_at_once_on_the_revoking_replica(secured: TestClient) -> None:
+    created = create_key(secured, "short-lived", ["read_tasks"])
+    assert secured.get("/api/v1/stats", headers=bearer(created["key"])).status_code == 200
+    assert (
+        secured.delete(f"/api/v1/keys/{created['key_id']}", headers=bearer(ADMIN)).status_code
+        == 204
+    )
+    assert secured.get("/api/v1/stats", headers=bearer(created["key"])).status_code == 401
+    assert secured.delete(f"/api/v1/keys/{uuid.uuid4()}", headers=bearer(ADMIN)).status_code == 404
+
+
+def test_bad_key_requests_are_400_and_write_nothing(
+    secured: TestClient, db: psycopg.Connection[dict[str, Any]]
+) -> None:
+    for body in (
+        {"name": "x", "permissions": ["root"]},
+        {"name": "", "permissions": ["admin"]},
+        {"name": "x", "permissions": []},
+        {"name": "x", "permissions": ["admin"], "rate_limit": -1},
+        {"name": "x", "permissions": ["admin"], "burst": 0},
+    ):
+        response = secured.post("/api/v1/keys", json=body, headers=bearer(ADMIN))
+        assert response.status_code == 400, body
+    assert db.execute("SELECT count(*) AS n FROM tq_api_keys").fetchone() == {"n": 0}
+
+
+def test_rate_limit_answers_429_with_retry_after_then_admits_again(secured: TestClient) -> None:
+    created = create_key(secured, "slow", ["read_tasks"], rate_limit=1, burst=3)
+    headers = bearer(created["key"])
+    statuses = [secured.get("/api/v1/stats", headers=headers) for _ in range(4)]
+    assert [r.status_code for r in statuses] == [200, 200, 200, 429]
+    assert statuses[0].headers["ratelimit-limit"] == "1"
+    assert "ratelimit-remaining" in statuses[0].headers
+    refused = statuses[-1]
+    assert refused.json() == {"error": "Rate limit exceeded"}
+    wait = int(refused.headers["retry-after"])
+    assert wait >= 1
+    time.sleep(wait)
+    assert secured.get("/api/v1/stats", headers=headers).status_code == 200
+
+
+def test_heartbeats_are_not_rate_limited(secured: TestClient) -> None:
+    created = create_key(secured, "worker", ["process_tasks"], rate_limit=1, burst=2)
+    headers = bearer(created["key"])
+    secured.post(
+        "/api/v1/workers",
+        headers=headers,
+        json={"worker_id": WORKER_ID, "task_types": ["noop"], "concurrency": 1},
+    )
+    for _ in range(20):
+        beat = secured.post(f"/api/v1/workers/{WORKER_ID}/heartbeat", json={}, headers=headers)
+        assert beat.status_code == 200
+
+
+async def test_500_concurrent_requests_on_two_replicas_admit_exactly_the_burst(
+    database_url: str,
+) -> None:
+    connectors = [Connector(ConnectorConfig(database_url, max_connections=5)) for _ in range(2)]
+    for connector in connectors:
+        await connector.open()
+    try:
+        limiters = [ClusterRateLimiter(c) for c in connectors]
+        decisions = await asyncio.gather(
+            *(limiters[i % 2].admit("key-a", 0.001, 200) for i in range(500))
+        )
+        assert sum(d.admitted for d in decisions) == 200
+        assert all(d.retry_after_seconds >= 1 for d in decisions if not d.admitted)
+        other = await limiters[0].admit("key-b", 0.001, 200)
+        assert other.admitted, "keys share a bucket"
+    finally:
+        for connector in connectors:
+            await connector.close()
+
+
+def test_the_limit_holds_across_two_real_broker_processes(
+    database_url: str, tmp_path: Path
+) -> None:
+    env = {"TQ_AUTH": "on", "TQ_ADMIN_API_KEY": ADMIN}
+    brokers = [
+        BrokerProcess(
+            ["--database-url", database_url, "--log-level", "debug"],
+            tmp_path / f"broker-{i}.log",
+            env=env,
+        ).start()
+        for i in range(2)
+    ]
+    try:
+        created = httpx.post(
+            f"{brokers[0].url}/api/v1/keys",
+            headers=bearer(ADMIN),
+            json={"name": "shared", "permissions": ["read_tasks"], "rate_limit": 20, "burst": 20},
+        ).json()
+        secret = created["key"]
+        admitted = [0, 0]
+        started = time.monotonic()
+        duration = 4.0
+
+        def hammer(i: int) -> None:
+            with httpx.Client(base_url=brokers[i].url, headers=bearer(secret)) as client:
+                while time.monotonic() - started < duration:
+                    if client.get("/api/v1/stats").status_code == 200:
+                        admitted[i] += 1
+
+        threads = [threading.Thread(target=hammer, args=(i,)) for i in range(2) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        elapsed = time.monotonic() - started
+        total = sum(admitted)
+        assert total <= 20 + 20 * elapsed, f"{total} admitted in {elapsed:.1f}s"
+        assert total >= 0.6 * 20 * elapsed, f"only {total} admitted in {elapsed:.1f}s"
+        assert min(admitted) > 0, "one replica admitted nothing"
+        for broker in brokers:
+            assert secret.split("_")[-1] not in broker.log_path.read_text(), "secret logged"
+    finally:
+        for broker in brokers:
+            broker.stop()

@@ -1,0 +1,1 @@
+"""Tests against a real Kubernetes control plane built from Go modules (see conftest.py)."""
