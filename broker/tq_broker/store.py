@@ -16,6 +16,7 @@ from tq_broker.connector import Connector
 from tq_broker.errors import Conflict, NotFound, PayloadTooLarge
 from tq_broker.ids import new_task_id
 from tq_client.models import (
+    QueueDepth,
     QueueDepthByPriority,
     Stats,
     SubmitTaskRequest,
@@ -157,6 +158,11 @@ class TaskStore:
         row = await self._db.fetch_one("health")
         assert row is not None
         return HealthCounts(row["connected_workers"], row["pending_tasks"])
+
+    async def queue_depth(self, task_types: list[str]) -> QueueDepth:
+        row = await self._db.fetch_one("queue_depth", {"task_types": task_types})
+        assert row is not None
+        return QueueDepth(task_types=task_types, **row)
 
     async def worker_list(self) -> list[WorkerInfo]:
         rows = await self._db.fetch_all("worker_list")

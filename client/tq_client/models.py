@@ -220,3 +220,12 @@ class CreatedKey(KeyInfo):
     """The answer to a create: the only time the secret `key` is ever shown."""
 
     key: str
+
+
+class QueueDepth(WireModel):
+    """GET /api/v1/queue-depth: work of some task types, for autoscalers."""
+
+    task_types: list[str]
+    ready: int  # claimable now (pending, or failed past its backoff)
+    scheduled: int  # waiting for schedule_at or a retry backoff
+    in_progress: int  # claimed by a worker

@@ -139,3 +139,25 @@ def test_health_is_503_degraded_promptly_when_postgres_is_unreachable_then_recov
         assert time.monotonic() < deadline, "broker did not recover after the database came back"
         time.sleep(0.2)
     assert api.post("/api/v1/tasks", json={"task_type": "noop"}).status_code == 201
+
+
+def test_queue_depth_counts_ready_scheduled_and_running_per_task_type(
+    api: TestClient, db: psycopg.Connection[dict[str, Any]]
+) -> None:
+    for _ in range(3):
+        api.post("/api/v1/tasks", json={"task_type": "resize"})
+    api.post("/api/v1/tasks", json={"task_type": "resize", "schedule_at": "2099-01-01T00:00:00Z"})
+    api.post("/api/v1/tasks", json={"task_type": "email"})
+    api.post("/api/v1/tasks", json={"task_type": "other"})
+    db.execute("UPDATE tq_tasks SET status = 'in_progress' WHERE task_type = 'email'")
+    depth = api.get(
+        "/api/v1/queue-depth", params=[("task_type", "resize"), ("task_type", "email")]
+    ).json()
+    assert depth == {
+        "task_types": ["resize", "email"],
+        "ready": 3,
+        "scheduled": 1,
+        "in_progress": 1,
+    }
+    assert api.get("/api/v1/queue-depth").status_code == 400
+    assert api.get("/api/v1/queue-depth", params={"task_type": "bad type"}).status_code == 400

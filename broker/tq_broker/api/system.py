@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import re
+from typing import Annotated
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Query, Response
 from pydantic import TypeAdapter
 
 from tq_broker.api.deps import ElectorDep, SettingsDep, StoreDep
 from tq_broker.api.errors import ERROR_RESPONSES
 from tq_broker.api.security import requires
-from tq_broker.errors import StoreUnavailable
+from tq_broker.errors import InvalidRequest, StoreUnavailable
 from tq_broker.keys import Permission
-from tq_client.models import Health, Stats, WorkerInfo
+from tq_client.models import TASK_TYPE_PATTERN, Health, QueueDepth, Stats, WorkerInfo
 
 router = APIRouter(tags=["system"])
 _worker_list_json = TypeAdapter(list[WorkerInfo])
@@ -37,6 +39,24 @@ async def stats(store: StoreDep) -> Response:
 )
 async def workers(store: StoreDep) -> Response:
     return Response(_worker_list_json.dump_json(await store.worker_list()), media_type=JSON)
+
+
+@router.get(
+    "/api/v1/queue-depth",
+    response_model=QueueDepth,
+    responses=ERROR_RESPONSES,
+    dependencies=[requires(Permission.READ_TASKS)],
+    summary="Ready, scheduled and running tasks of some task types (for autoscalers)",
+)
+async def queue_depth(
+    store: StoreDep,
+    task_type: Annotated[list[str], Query(min_length=1, max_length=100)],
+) -> Response:
+    for name in task_type:
+        if not re.fullmatch(TASK_TYPE_PATTERN, name):
+            raise InvalidRequest(f"task_type: {name!r} is not a valid task type")
+    depth = await store.queue_depth(list(dict.fromkeys(task_type)))
+    return Response(depth.model_dump_json(), media_type=JSON)
 
 
 @router.get(

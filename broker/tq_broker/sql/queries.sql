@@ -330,3 +330,11 @@ WHERE bucket = %(bucket)s;
 -- rate_bucket_store --
 -- Write back the bucket after a grant, as of the clock reading its tokens were computed for.
 UPDATE tq_rate_buckets SET tokens = %(tokens)s, updated_at = %(as_of)s WHERE bucket = %(bucket)s;
+
+-- queue_depth --
+-- Work waiting for the given task types: ready now, scheduled for later, and running.
+SELECT count(*) FILTER (WHERE status IN ('pending', 'failed') AND run_at <= now()) AS ready,
+       count(*) FILTER (WHERE status IN ('pending', 'failed') AND run_at > now()) AS scheduled,
+       count(*) FILTER (WHERE status = 'in_progress') AS in_progress
+FROM tq_tasks
+WHERE status IN ('pending', 'failed', 'in_progress') AND task_type = ANY(%(task_types)s::text[]);
