@@ -156,12 +156,17 @@ class DedicatedSession(Session):
             await self._dedicated.execute(f"LISTEN {channel}".encode())
 
     async def wait_for_notify(self, timeout_seconds: float) -> bool:
-        """True if a notification arrived within the timeout (drains everything pending)."""
-        got = False
+        """True if a notification arrived within the timeout."""
+        return bool(await self.notifications(timeout_seconds, stop_after=1))
+
+    async def notifications(self, timeout_seconds: float, stop_after: int = 1000) -> list[str]:
+        """Payloads of the notifications that arrive within the timeout (at most stop_after)."""
+        payloads: list[str] = []
         async with translated_errors():
-            async for _ in self._dedicated.notifies(timeout=timeout_seconds, stop_after=1):
-                got = True
-        return got
+            gen = self._dedicated.notifies(timeout=timeout_seconds, stop_after=stop_after)
+            async for notification in gen:
+                payloads.append(notification.payload)
+        return payloads
 
     async def close(self) -> None:
         await self._dedicated.close()

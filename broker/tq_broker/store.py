@@ -14,6 +14,7 @@ from uuid import UUID
 
 from tq_broker.connector import Connector
 from tq_broker.errors import Conflict, NotFound, PayloadTooLarge
+from tq_broker.events import EventPublisher
 from tq_broker.ids import new_task_id
 from tq_client.models import (
     QueueDepth,
@@ -49,10 +50,14 @@ def request_digest(request: SubmitTaskRequest) -> bytes:
 
 class TaskStore:
     def __init__(
-        self, connector: Connector, max_payload_bytes: int = PAYLOAD_LIMIT_BYTES_DEFAULT
+        self,
+        connector: Connector,
+        max_payload_bytes: int = PAYLOAD_LIMIT_BYTES_DEFAULT,
+        events: EventPublisher | None = None,
     ) -> None:
         self._db = connector
         self._max_payload_bytes = max_payload_bytes
+        self._events = events or EventPublisher(connector)
 
     def _check_payload(self, request: SubmitTaskRequest) -> None:
         if len(request.payload) > self._max_payload_bytes:
@@ -81,6 +86,7 @@ class TaskStore:
             },
         )
         if row is not None:
+            await self._events.publish_rows([row])
             return Submitted(SubmitTaskResponse(task_id=row["task_id"], status=row["status"]), True)
         earlier = await self._db.fetch_one(
             "task_get_by_idempotency_key", {"idempotency_key": idempotency_key}
@@ -97,7 +103,7 @@ class TaskStore:
         for request in requests:
             self._check_payload(request)
         ids = [new_task_id() for _ in requests]
-        await self._db.execute(
+        rows = await self._db.fetch_all(
             "task_insert_many",
             {
                 "task_ids": ids,
@@ -109,6 +115,7 @@ class TaskStore:
                 "max_retries": [r.max_retries for r in requests],
             },
         )
+        await self._events.publish_rows(rows)
         return [SubmitTaskResponse(task_id=i, status=TaskStatus.PENDING) for i in ids]
 
     async def task_get(self, task_id: UUID) -> TaskDetail:
@@ -132,7 +139,9 @@ class TaskStore:
         return [TaskSummary.model_validate(row) for row in rows]
 
     async def task_cancel(self, task_id: UUID) -> None:
-        if await self._db.fetch_one("task_cancel", {"task_id": task_id}) is not None:
+        cancelled = await self._db.fetch_one("task_cancel", {"task_id": task_id})
+        if cancelled is not None:
+            await self._events.publish_rows([cancelled])
             return
         row = await self._db.fetch_one("task_status", {"task_id": task_id})
         if row is None:

@@ -14,6 +14,7 @@ from uuid import UUID
 
 from tq_broker.connector import Connector
 from tq_broker.errors import Conflict, NotFound, PayloadTooLarge
+from tq_broker.events import EventPublisher
 from tq_broker.notifier import TaskReadyNotifier
 from tq_broker.store import PAYLOAD_LIMIT_BYTES_DEFAULT
 from tq_client.protocol import (
@@ -38,17 +39,32 @@ class LeaseConfig:
 
 
 @dataclass(frozen=True)
-class Completion:
-    """A completed task, for metrics and events."""
+class Timing:
+    """How long one task spent in a phase, for the duration and queue-wait histograms."""
 
-    task_id: UUID
     task_type: str
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Claimed:
+    tasks: list[ClaimedTask]
+    queue_waits: list[Timing]  # ready (run_at) to claimed
+
+
+@dataclass(frozen=True)
+class Completed:
+    outcome: LeaseOutcome
+    durations: list[Timing]  # claimed to completed
 
 
 class WorkerStore:
-    def __init__(self, connector: Connector, config: LeaseConfig) -> None:
+    def __init__(
+        self, connector: Connector, config: LeaseConfig, events: EventPublisher | None = None
+    ) -> None:
         self._db = connector
         self.config = config
+        self._events = events or EventPublisher(connector)
 
     async def worker_register(self, request: RegisterWorkerRequest) -> None:
         await self._db.fetch_one(
@@ -102,9 +118,7 @@ class WorkerStore:
             raise Conflict(f"worker {worker_id} was marked offline; register again")
         return list(row["task_types"])
 
-    async def task_claim(
-        self, worker_id: str, task_types: list[str], max_tasks: int
-    ) -> list[ClaimedTask]:
+    async def task_claim(self, worker_id: str, task_types: list[str], max_tasks: int) -> Claimed:
         rows = await self._db.fetch_all(
             "task_claim",
             {
@@ -114,12 +128,24 @@ class WorkerStore:
                 "lease_ttl_seconds": self.config.lease_ttl_seconds,
             },
         )
-        rows.sort(key=lambda r: (-r["priority"], r.pop("run_at"), r.pop("created_at")))
-        return [ClaimedTask.model_validate({**r, "payload": bytes(r["payload"])}) for r in rows]
+        await self._events.publish_rows(rows)
+        rows.sort(key=lambda r: (-r["priority"], r["run_at"]))
+        waits = [
+            Timing(r["task_type"], max(0.0, (r["claimed_at"] - r["run_at"]).total_seconds()))
+            for r in rows
+        ]
+        fields = ClaimedTask.model_fields
+        tasks = [
+            ClaimedTask.model_validate(
+                {k: v for k, v in r.items() if k in fields} | {"payload": bytes(r["payload"])}
+            )
+            for r in rows
+        ]
+        return Claimed(tasks, waits)
 
     async def task_claim_waiting(
         self, worker_id: str, max_tasks: int, wait_seconds: float, notifier: TaskReadyNotifier
-    ) -> list[ClaimedTask]:
+    ) -> Claimed:
         """Claim now, or wait up to wait_seconds for tasks, woken by NOTIFY or the poll."""
         task_types = await self._claimable_types(worker_id)
         deadline = time.monotonic() + wait_seconds
@@ -127,7 +153,7 @@ class WorkerStore:
             ticket = notifier.ticket()
             claimed = await self.task_claim(worker_id, task_types, max_tasks)
             remaining = deadline - time.monotonic()
-            if claimed or remaining <= 0 or notifier.closing:
+            if claimed.tasks or remaining <= 0 or notifier.closing:
                 return claimed
             try:
                 timeout = min(remaining, self.config.claim_poll_interval_seconds)
@@ -135,9 +161,7 @@ class WorkerStore:
             except TimeoutError:
                 pass
 
-    async def task_complete_many(
-        self, tasks: list[CompletedTask]
-    ) -> tuple[LeaseOutcome, list[Completion]]:
+    async def task_complete_many(self, tasks: list[CompletedTask]) -> Completed:
         for task in tasks:
             if len(task.result) > self.config.max_result_bytes:
                 raise PayloadTooLarge(
@@ -152,8 +176,14 @@ class WorkerStore:
                 "results": [t.result for t in tasks],
             },
         )
-        done = [Completion(r["task_id"], r["task_type"]) for r in rows]
-        return _outcome([t.task_id for t in tasks], {r["task_id"] for r in rows}), done
+        await self._events.publish_rows(rows)
+        durations = [
+            Timing(r["task_type"], (r["finished_at"] - r["claimed_at"]).total_seconds())
+            for r in rows
+        ]
+        return Completed(
+            _outcome([t.task_id for t in tasks], {r["task_id"] for r in rows}), durations
+        )
 
     async def task_fail_many(self, tasks: list[FailedTask]) -> LeaseOutcome:
         rows = await self._db.fetch_all(
@@ -167,6 +197,7 @@ class WorkerStore:
                 "backoff_cap_seconds": self.config.backoff_cap_seconds,
             },
         )
+        await self._events.publish_rows(rows)
         return _outcome([t.task_id for t in tasks], {r["task_id"] for r in rows})
 
     async def task_release_many(self, leases: list[Lease]) -> LeaseOutcome:
@@ -177,11 +208,13 @@ class WorkerStore:
                 "lease_tokens": [lease.lease_token for lease in leases],
             },
         )
+        await self._events.publish_rows(rows)
         return _outcome([lease.task_id for lease in leases], {r["task_id"] for r in rows})
 
     async def task_requeue(self, task_id: UUID) -> str:
         row = await self._db.fetch_one("task_requeue", {"task_id": task_id})
         if row is not None:
+            await self._events.publish_rows([row])
             return str(row["status"])
         current = await self._db.fetch_one("task_status", {"task_id": task_id})
         if current is None:

@@ -98,10 +98,18 @@ TaskType = Annotated[StrictStr, Field(pattern=TASK_TYPE_PATTERN, min_length=1, m
 
 
 class WireModel(BaseModel):
+    """A response: unknown fields are ignored, so a newer broker never breaks an older client."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class RequestModel(WireModel):
+    """A request: unknown fields are refused (400), so a typo never passes silently."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class SubmitTaskRequest(WireModel):
+class SubmitTaskRequest(RequestModel):
     """POST /api/v1/tasks. Unknown fields are rejected."""
 
     task_type: TaskType
@@ -112,7 +120,7 @@ class SubmitTaskRequest(WireModel):
     max_retries: Annotated[StrictInt, Field(ge=0, le=100)] = MAX_RETRIES_DEFAULT
 
 
-class SubmitBatchRequest(WireModel):
+class SubmitBatchRequest(RequestModel):
     """POST /api/v1/tasks/batch: all tasks are stored, or none."""
 
     tasks: Annotated[list[SubmitTaskRequest], Field(min_length=1, max_length=1000)]
@@ -193,7 +201,7 @@ PermissionName = Annotated[
 ]
 
 
-class CreateKeyRequest(WireModel):
+class CreateKeyRequest(RequestModel):
     """POST /api/v1/keys (admin)."""
 
     name: Annotated[StrictStr, Field(min_length=1, max_length=100, pattern=r"^[\x20-\x7e]+$")]

@@ -14,7 +14,7 @@ from uuid import UUID
 
 from pydantic import Field, StrictBool, StrictFloat, StrictInt, StrictStr
 
-from tq_client.models import Base64Bytes, TaskType, WireModel
+from tq_client.models import Base64Bytes, RequestModel, TaskType, WireModel
 
 WORKER_ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,200}$"
 WorkerId = Annotated[StrictStr, Field(pattern=WORKER_ID_PATTERN)]
@@ -22,7 +22,7 @@ BATCH_MAX = 1000
 Number = StrictFloat | StrictInt
 
 
-class RegisterWorkerRequest(WireModel):
+class RegisterWorkerRequest(RequestModel):
     """POST /api/v1/workers. Ids are unique per process: `worker-<host>-<pid>-<random>`."""
 
     worker_id: WorkerId
@@ -37,12 +37,12 @@ class RegisterWorkerResponse(WireModel):
     claim_wait_max_seconds: float
 
 
-class Lease(WireModel):
+class Lease(RequestModel):
     task_id: UUID
     lease_token: UUID
 
 
-class HeartbeatRequest(WireModel):
+class HeartbeatRequest(RequestModel):
     """POST /api/v1/workers/{worker_id}/heartbeat: liveness, load, and the leases to renew."""
 
     cpu_usage_percent: Annotated[Number, Field(ge=0, le=100_000)] = 0.0
@@ -58,7 +58,7 @@ class HeartbeatResponse(WireModel):
     abandon: list[UUID]
 
 
-class ClaimRequest(WireModel):
+class ClaimRequest(RequestModel):
     """POST /api/v1/tasks/claim: up to max_tasks ready tasks of the worker's registered types."""
 
     worker_id: WorkerId
@@ -83,13 +83,13 @@ class ClaimResponse(WireModel):
     tasks: list[ClaimedTask]
 
 
-class CompletedTask(WireModel):
+class CompletedTask(RequestModel):
     task_id: UUID
     lease_token: UUID
     result: Base64Bytes = b""
 
 
-class FailedTask(WireModel):
+class FailedTask(RequestModel):
     task_id: UUID
     lease_token: UUID
     error: Annotated[StrictStr, Field(max_length=10_000)]
@@ -97,21 +97,21 @@ class FailedTask(WireModel):
     retryable: StrictBool = True
 
 
-class CompleteRequest(WireModel):
+class CompleteRequest(RequestModel):
     """POST /api/v1/tasks/complete."""
 
     worker_id: WorkerId
     tasks: Annotated[list[CompletedTask], Field(min_length=1, max_length=BATCH_MAX)]
 
 
-class FailRequest(WireModel):
+class FailRequest(RequestModel):
     """POST /api/v1/tasks/fail: each counts as an attempt; retried after a backoff or dead."""
 
     worker_id: WorkerId
     tasks: Annotated[list[FailedTask], Field(min_length=1, max_length=BATCH_MAX)]
 
 
-class ReleaseRequest(WireModel):
+class ReleaseRequest(RequestModel):
     """POST /api/v1/tasks/release: hand back claimed tasks that never started (no attempt)."""
 
     worker_id: WorkerId

@@ -8,6 +8,8 @@ from pathlib import Path
 
 from ..processes import BrokerProcess, bin_path
 
+ADMIN = "fuzz-admin-key"
+
 # Checks whose expectation the contract deliberately does not meet:
 DELIBERATE_DEPARTURES = [
     # JSON Schema calls 170.0 an integer; the contract rejects floats for integer fields.
@@ -20,7 +22,15 @@ DELIBERATE_DEPARTURES = [
 def test_no_generated_request_gets_a_server_error_or_an_undocumented_answer(
     database_url: str, tmp_path: Path
 ) -> None:
-    broker = BrokerProcess(["--database-url", database_url], tmp_path / "broker.log").start()
+    env = {
+        "TQ_AUTH": "on",
+        "TQ_ADMIN_API_KEY": ADMIN,
+        "TQ_RATE_LIMIT_PER_SECOND": "100000",
+        "TQ_RATE_LIMIT_BURST": "100000",
+    }
+    broker = BrokerProcess(
+        ["--database-url", database_url], tmp_path / "broker.log", env=env
+    ).start()
     try:
         result = subprocess.run(
             [
@@ -31,6 +41,8 @@ def test_no_generated_request_gets_a_server_error_or_an_undocumented_answer(
                 "all",
                 "--exclude-checks",
                 ",".join(DELIBERATE_DEPARTURES),
+                "--header",
+                f"Authorization: Bearer {ADMIN}",
                 "--max-examples",
                 "40",
                 "--generation-deterministic",

@@ -97,8 +97,8 @@ async def claim(
     body: ClaimRequest, store: WorkerStoreDep, notifier: NotifierDep, settings: SettingsDep
 ) -> Response:
     wait = min(float(body.wait_seconds), settings.claim_wait_max_seconds)
-    tasks = await store.task_claim_waiting(body.worker_id, body.max_tasks, wait, notifier)
-    return _json(ClaimResponse(tasks=tasks))
+    claimed = await store.task_claim_waiting(body.worker_id, body.max_tasks, wait, notifier)
+    return _json(ClaimResponse(tasks=claimed.tasks))
 
 
 @router.post(
@@ -109,8 +109,8 @@ async def claim(
     summary="Report results; stale leases are rejected",
 )
 async def complete(body: CompleteRequest, store: WorkerStoreDep) -> Response:
-    outcome, _ = await store.task_complete_many(list(body.tasks))
-    return _json(outcome)
+    completed = await store.task_complete_many(list(body.tasks))
+    return _json(completed.outcome)
 
 
 @router.post(

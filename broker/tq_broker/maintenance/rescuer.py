@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tq_broker.connector import Connector
+from tq_broker.events import EventPublisher
 
 BATCH_SIZE_DEFAULT = 500
 DEADLINE_GRACE_SECONDS_DEFAULT = 30.0
@@ -35,9 +36,12 @@ class RescueResult:
 class Rescuer:
     name = "rescuer"
 
-    def __init__(self, connector: Connector, config: RescuerConfig) -> None:
+    def __init__(
+        self, connector: Connector, config: RescuerConfig, events: EventPublisher | None = None
+    ) -> None:
         self._db = connector
         self.config = config
+        self._events = events or EventPublisher(connector)
 
     async def run_once(self) -> RescueResult:
         retried = dead = 0
@@ -51,6 +55,7 @@ class Rescuer:
                     "backoff_cap_seconds": self.config.backoff_cap_seconds,
                 },
             )
+            await self._events.publish_rows(rows)
             retried += sum(1 for r in rows if r["status"] == "failed")
             dead += sum(1 for r in rows if r["status"] == "dead_letter")
             if len(rows) < self.config.batch_size:

@@ -8,7 +8,7 @@ INSERT INTO tq_tasks (task_id, task_type, payload, priority, run_at, timeout_sec
 VALUES (%(task_id)s, %(task_type)s, %(payload)s, %(priority)s, COALESCE(%(run_at)s, now()),
         %(timeout_seconds)s, %(max_retries)s, %(idempotency_key)s, %(request_digest)s)
 ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-RETURNING task_id, status;
+RETURNING task_id, task_type, status, updated_at;
 
 -- task_get_by_idempotency_key --
 -- The task an earlier submit with this key created, with the digest of that request.
@@ -22,7 +22,8 @@ SELECT b.task_id, b.task_type, b.payload, b.priority, COALESCE(b.run_at, now()),
 FROM unnest(%(task_ids)s::uuid[], %(task_types)s::text[], %(payloads)s::bytea[],
             %(priorities)s::smallint[], %(run_ats)s::timestamptz[], %(timeouts)s::integer[],
             %(max_retries)s::integer[])
-     AS b(task_id, task_type, payload, priority, run_at, timeout_seconds, max_retries);
+     AS b(task_id, task_type, payload, priority, run_at, timeout_seconds, max_retries)
+RETURNING task_id, task_type, status, updated_at;
 
 -- task_get --
 -- One task with everything the GET endpoint shows.
@@ -49,7 +50,7 @@ LIMIT %(limit)s OFFSET %(offset)s;
 UPDATE tq_tasks
 SET status = 'cancelled', updated_at = now(), finished_at = now(), lease_token = NULL
 WHERE task_id = %(task_id)s AND status IN ('pending', 'failed')
-RETURNING task_id;
+RETURNING task_id, task_type, status, updated_at;
 
 -- stats --
 -- System-wide counters for GET /api/v1/stats; buckets: high >= 200, normal 100-199, low <= 99.
@@ -168,7 +169,8 @@ SET status = 'in_progress', worker_id = %(worker_id)s, lease_token = gen_random_
     updated_at = now()
 FROM ready WHERE t.task_id = ready.task_id
 RETURNING t.task_id, t.task_type, t.payload, t.priority, t.lease_token, t.lease_expires_at,
-          t.timeout_seconds, t.retry_count, t.max_retries, t.run_at, t.created_at;
+          t.timeout_seconds, t.retry_count, t.max_retries, t.run_at, t.claimed_at, t.status,
+          t.updated_at;
 
 -- task_renew_leases --
 -- Extend the leases a worker still holds; a stale token renews nothing. The hard deadline
@@ -187,7 +189,7 @@ SET status = 'completed', result = c.result, error = NULL, lease_token = NULL,
 FROM unnest(%(task_ids)s::uuid[], %(lease_tokens)s::uuid[], %(results)s::bytea[])
      AS c(task_id, lease_token, result)
 WHERE t.task_id = c.task_id AND t.lease_token = c.lease_token AND t.status = 'in_progress'
-RETURNING t.task_id, t.task_type, t.claimed_at, t.run_at, t.finished_at;
+RETURNING t.task_id, t.task_type, t.status, t.claimed_at, t.finished_at, t.updated_at;
 
 -- task_fail_many --
 -- A failed attempt: with retries left, 'failed' until its backoff ends; otherwise dead_letter.
@@ -206,7 +208,7 @@ SET status = CASE WHEN f.retryable AND t.retry_count < t.max_retries
 FROM unnest(%(task_ids)s::uuid[], %(lease_tokens)s::uuid[], %(errors)s::text[],
             %(retryable)s::bool[]) AS f(task_id, lease_token, error, retryable)
 WHERE t.task_id = f.task_id AND t.lease_token = f.lease_token AND t.status = 'in_progress'
-RETURNING t.task_id, t.status;
+RETURNING t.task_id, t.task_type, t.status, t.updated_at;
 
 -- task_release_many --
 -- Hand back claimed tasks that never started: pending again, no attempt counted.
@@ -216,9 +218,10 @@ WITH released AS (
         worker_id = NULL, updated_at = now()
     FROM unnest(%(task_ids)s::uuid[], %(lease_tokens)s::uuid[]) AS r(task_id, lease_token)
     WHERE t.task_id = r.task_id AND t.lease_token = r.lease_token AND t.status = 'in_progress'
-    RETURNING t.task_id
+    RETURNING t.task_id, t.task_type, t.status, t.updated_at
 )
-SELECT task_id, pg_notify('tq_task_ready', '') IS NULL AS notified FROM released;
+SELECT task_id, task_type, status, updated_at, pg_notify('tq_task_ready', '') IS NULL AS notified
+FROM released;
 
 -- task_requeue --
 -- Admin: give a dead-lettered task a fresh set of attempts.
@@ -227,9 +230,10 @@ WITH requeued AS (
     SET status = 'pending', retry_count = 0, run_at = now(), finished_at = NULL,
         lease_token = NULL, lease_expires_at = NULL, claimed_at = NULL, updated_at = now()
     WHERE task_id = %(task_id)s AND status = 'dead_letter'
-    RETURNING task_id, status
+    RETURNING task_id, task_type, status, updated_at
 )
-SELECT task_id, status, pg_notify('tq_task_ready', '') IS NULL AS notified FROM requeued;
+SELECT task_id, task_type, status, updated_at, pg_notify('tq_task_ready', '') IS NULL AS notified
+FROM requeued;
 
 -- task_rescue_expired --
 -- Leader sweep: an in-progress task whose lease expired (no heartbeat) or whose hard deadline
@@ -260,9 +264,9 @@ WITH expired AS (
         error = e.reason, lease_token = NULL, lease_expires_at = NULL, updated_at = now()
     FROM expired AS e
     WHERE t.task_id = e.task_id AND t.lease_token = e.lease_token AND t.status = 'in_progress'
-    RETURNING t.task_id, t.status
+    RETURNING t.task_id, t.task_type, t.status, t.updated_at
 )
-SELECT task_id, status FROM rescued;
+SELECT task_id, task_type, status, updated_at FROM rescued;
 
 -- worker_mark_offline --
 -- Leader sweep: workers silent for longer than the limit are offline.
@@ -338,3 +342,21 @@ SELECT count(*) FILTER (WHERE status IN ('pending', 'failed') AND run_at <= now(
        count(*) FILTER (WHERE status = 'in_progress') AS in_progress
 FROM tq_tasks
 WHERE status IN ('pending', 'failed', 'in_progress') AND task_type = ANY(%(task_types)s::text[]);
+
+-- event_listeners_exist --
+-- Whether any replica has a live event subscriber (publishers skip NOTIFY when none has).
+SELECT EXISTS (SELECT 1 FROM tq_event_listeners WHERE expires_at > now()) AS listening;
+
+-- event_listener_register --
+-- This replica has subscribers; the row lapses unless renewed.
+INSERT INTO tq_event_listeners (replica_id, expires_at)
+VALUES (%(replica_id)s, now() + %(ttl_seconds)s * interval '1 second')
+ON CONFLICT (replica_id) DO UPDATE SET expires_at = EXCLUDED.expires_at;
+
+-- event_listener_unregister --
+-- This replica's last subscriber left.
+DELETE FROM tq_event_listeners WHERE replica_id = %(replica_id)s;
+
+-- event_publish --
+-- Fan task status changes out to every replica: one notification per chunk of events.
+SELECT pg_notify('tq_task_events', p) FROM unnest(%(payloads)s::text[]) AS p;

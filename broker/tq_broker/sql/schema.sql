@@ -79,3 +79,8 @@ CREATE TABLE tq_rate_buckets (
     tokens     double precision NOT NULL,
     updated_at timestamptz      NOT NULL DEFAULT now()
 );
+
+CREATE TABLE tq_event_listeners (
+    replica_id text        PRIMARY KEY,
+    expires_at timestamptz NOT NULL
+);
