@@ -9,24 +9,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from tq_broker.api import keys, system, tasks, workers
+from tq_broker.api import keys, stream, system, tasks, workers
 from tq_broker.api.errors import install_error_handlers
 from tq_broker.api.limits import BodySizeLimit
 from tq_broker.api.security import RateLimitHeaders
 from tq_broker.auth import AuthConfig, Authenticator
 from tq_broker.connector import Connector, ConnectorConfig
+from tq_broker.events import EventHub, EventPublisher
 from tq_broker.keys import ApiKeyStore
 from tq_broker.leader import AdvisoryLockElector
 from tq_broker.maintenance.cleaner import Cleaner, CleanerConfig
 from tq_broker.maintenance.reaper import Reaper, ReaperConfig
 from tq_broker.maintenance.rescuer import Rescuer, RescuerConfig
 from tq_broker.maintenance.runner import MaintenanceRunner, Scheduled
+from tq_broker.metrics import BrokerMetrics, HttpMetrics
 from tq_broker.migrations import migrate
 from tq_broker.notifier import TaskReadyNotifier
 from tq_broker.ratelimit import ClusterRateLimiter
@@ -59,7 +61,9 @@ def lease_config(settings: BrokerSettings) -> LeaseConfig:
     )
 
 
-def maintenance_services(connector: Connector, settings: BrokerSettings) -> list[Scheduled]:
+def maintenance_services(
+    connector: Connector, settings: BrokerSettings, events: EventPublisher
+) -> list[Scheduled]:
     rescuer = Rescuer(
         connector,
         RescuerConfig(
@@ -67,6 +71,7 @@ def maintenance_services(connector: Connector, settings: BrokerSettings) -> list
             backoff_base_seconds=settings.backoff_base_seconds,
             backoff_cap_seconds=settings.backoff_cap_seconds,
         ),
+        events,
     )
     reaper = Reaper(connector, ReaperConfig(silent_seconds=settings.worker_silent_seconds))
     cleaner = Cleaner(connector, CleanerConfig(retention_seconds=settings.retention_seconds))
@@ -102,6 +107,7 @@ def create_app(settings: BrokerSettings) -> FastAPI:
         burst=settings.rate_limit_burst,
         cache_seconds=settings.key_cache_seconds,
     )
+    metrics = BrokerMetrics()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -109,30 +115,37 @@ def create_app(settings: BrokerSettings) -> FastAPI:
         await connector.open()
         stop = asyncio.Event()
         background: list[asyncio.Task[None]] = []
+
+        def start(name: str, coroutine: Coroutine[Any, Any, None]) -> None:
+            background.append(asyncio.create_task(coroutine, name=name))
+
         try:
             if settings.migrate_on_start:
                 applied = await migrate(connector)
                 if applied:
                     log.info("applied migrations %s", applied)
+            events = EventPublisher(connector, on_change=metrics.count_transitions)
             elector = AdvisoryLockElector(config, lease_seconds=settings.leader_lease_seconds)
-            notifier = TaskReadyNotifier(config)
-            app.state.store = TaskStore(connector, settings.max_payload_bytes)
-            app.state.worker_store = WorkerStore(connector, lease_config(settings))
             app.state.elector = elector
-            app.state.notifier = notifier
-            runner = MaintenanceRunner(elector, maintenance_services(connector, settings))
-            for name, service in (
-                ("elector", elector),
-                ("notifier", notifier),
-                ("maintenance", runner),
-            ):
-                background.append(asyncio.create_task(service.run(stop), name=name))
+            app.state.notifier = notifier = TaskReadyNotifier(config)
+            app.state.event_hub = hub = EventHub(config, connector)
+            app.state.store = TaskStore(connector, settings.max_payload_bytes, events)
+            app.state.worker_store = WorkerStore(connector, lease_config(settings), events)
             app.state.keys = ApiKeyStore(connector)
             app.state.authenticator = authenticator = Authenticator(
                 app.state.keys, ClusterRateLimiter(connector), auth_config
             )
-            background.append(
-                asyncio.create_task(authenticator.flush_last_used(stop), name="key-usage")
+            services = maintenance_services(connector, settings, events)
+            start("elector", elector.run(stop))
+            start("notifier", notifier.run(stop))
+            start("events", hub.run(stop))
+            start("maintenance", MaintenanceRunner(elector, services).run(stop))
+            start("key-usage", authenticator.flush_last_used(stop))
+            start(
+                "metrics",
+                metrics.refresh_queue_state(
+                    connector, elector, stop, settings.metrics_refresh_seconds
+                ),
             )
             yield
         finally:
@@ -149,13 +162,14 @@ def create_app(settings: BrokerSettings) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.metrics = metrics
     app.openapi = lambda: _openapi_without_422(app)  # type: ignore[method-assign]
     install_error_handlers(app)
-    app.include_router(tasks.router)
-    app.include_router(workers.router)
-    app.include_router(keys.router)
+    for router in (tasks.router, workers.router, keys.router, system.router, stream.router):
+        app.include_router(router)
+    # Middleware runs outermost-last-added: size limits first, then metrics, then headers.
     app.add_middleware(RateLimitHeaders)
-    app.include_router(system.router)
+    app.add_middleware(HttpMetrics, metrics=metrics)
     app.add_middleware(
         BodySizeLimit,
         default_max=settings.max_body_bytes,

@@ -18,6 +18,7 @@ from types import FrameType
 from typing import Any
 
 import uvicorn
+from prometheus_client import start_http_server
 from fastapi import FastAPI
 
 from tq_broker.app import connector_config, create_app
@@ -36,6 +37,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("command", nargs="?", choices=["serve", "migrate"], default="serve")
     parser.add_argument("--host", help="listen address (TQ_HOST, default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="HTTP port (TQ_PORT, default 8080)")
+    parser.add_argument("--metrics-port", type=int, help="metrics port (TQ_METRICS_PORT, 9091)")
     parser.add_argument("--database-url", help="PostgreSQL URL (TQ_DATABASE_URL); none: embedded")
     parser.add_argument("--data-dir", type=Path, help="embedded PostgreSQL data (TQ_DATA_DIR)")
     parser.add_argument(
@@ -54,6 +56,7 @@ def _settings(args: argparse.Namespace) -> BrokerSettings:
         for key, value in {
             "host": args.host,
             "port": args.port,
+            "metrics_port": args.metrics_port,
             "database_url": args.database_url,
             "data_dir": args.data_dir,
             "demo_worker": args.demo_worker,
@@ -154,6 +157,9 @@ def serve(settings: BrokerSettings) -> int:
     )
     server = BrokerServer(config, app)
     log.info("taskqueue broker on http://%s:%s", settings.host, settings.port)
+    if settings.metrics_port:
+        start_http_server(settings.metrics_port, settings.host, app.state.metrics.registry)
+        log.info("metrics on http://%s:%s/metrics", settings.host, settings.metrics_port)
     if not settings.auth_enabled():
         log.warning(
             "AUTHENTICATION IS OFF: any local process may submit, read and cancel tasks. "

@@ -21,7 +21,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -83,8 +83,16 @@ def decode_events(payload: str) -> list[TaskEvent]:
 
 
 class EventPublisher:
-    def __init__(self, connector: Connector) -> None:
+    """Every committed status change passes through `publish_rows`: the one place that sees
+    them all, so it also counts them for the metrics (`on_change`)."""
+
+    def __init__(
+        self,
+        connector: Connector,
+        on_change: Callable[[list[Mapping[str, Any]]], None] | None = None,
+    ) -> None:
         self._db = connector
+        self._on_change = on_change
         self._listening = False
         self._checked_at = float("-inf")
 
@@ -97,6 +105,9 @@ class EventPublisher:
 
     async def publish_rows(self, rows: Iterable[Mapping[str, Any]]) -> None:
         """Publish the changes a statement returned (task_id, task_type, status, updated_at)."""
+        rows = list(rows)
+        if self._on_change is not None and rows:
+            self._on_change(rows)
         try:
             if not await self._anyone_listening():
                 return
@@ -107,7 +118,7 @@ class EventPublisher:
             log.debug("event publish skipped: %s", exc)
 
 
-@dataclass
+@dataclass(eq=False)  # identity: each subscription is its own set member
 class Subscription:
     task_types: frozenset[str]
     statuses: frozenset[str]
@@ -131,6 +142,12 @@ class EventHub:
         self.replica_id = f"replica-{uuid.uuid4()}"
         self._subscribers: set[Subscription] = set()
         self._registered = False
+        self._registered_event = asyncio.Event()
+
+    async def registered(self, within_seconds: float = 5.0) -> None:
+        """Wait until other replicas can see that this one has subscribers (bounded)."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._registered_event.wait(), within_seconds)
 
     def subscribe(self, task_types: Iterable[str], statuses: Iterable[str]) -> Subscription:
         subscription = Subscription(frozenset(task_types), frozenset(statuses))
@@ -181,11 +198,13 @@ class EventHub:
                         {"replica_id": self.replica_id, "ttl_seconds": LISTENER_TTL_SECONDS},
                     )
                     self._registered = True
+                    self._registered_event.set()
                 elif self._registered:
                     await self._db.execute(
                         "event_listener_unregister", {"replica_id": self.replica_id}
                     )
                     self._registered = False
+                    self._registered_event.clear()
             except StoreUnavailable as exc:
                 log.debug("event listener registration skipped: %s", exc)
             # Renew often, and promptly after the first subscriber arrives.

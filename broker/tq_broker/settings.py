@@ -41,6 +41,9 @@ class BrokerSettings(BaseSettings):
 
     host: str = Field("127.0.0.1", description="Address the HTTP API listens on.")
     port: int = Field(8080, ge=0, le=65535, description="Port of the HTTP API.")
+    metrics_port: int = Field(
+        9091, ge=0, le=65535, description="Port of the Prometheus endpoint; 0 turns it off."
+    )
     database_url: str | None = Field(
         None, description="PostgreSQL URL; without one the broker starts an embedded server."
     )
@@ -66,6 +69,9 @@ class BrokerSettings(BaseSettings):
         2.0, gt=0, description="Longest /health waits for PostgreSQL before answering degraded."
     )
     access_log: bool = Field(False, description="Log every HTTP request.")
+    metrics_refresh_seconds: float = Field(
+        5.0, gt=0, description="How often the leader refreshes the queue-state gauges."
+    )
 
     # Workers and leases
     heartbeat_interval_seconds: float = Field(5.0, gt=0, description="Workers beat this often.")

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from tq_broker.leader import Elector
+from tq_broker.metrics import BrokerMetrics
 from tq_broker.notifier import TaskReadyNotifier
 from tq_broker.settings import BrokerSettings
 from tq_broker.store import TaskStore
@@ -38,8 +39,14 @@ def _notifier(request: Request) -> TaskReadyNotifier:
     return notifier
 
 
+def _metrics(request: Request) -> BrokerMetrics:
+    metrics: BrokerMetrics = request.app.state.metrics
+    return metrics
+
+
 StoreDep = Annotated[TaskStore, Depends(_store)]
 SettingsDep = Annotated[BrokerSettings, Depends(_settings)]
 ElectorDep = Annotated[Elector, Depends(_elector)]
 WorkerStoreDep = Annotated[WorkerStore, Depends(_worker_store)]
 NotifierDep = Annotated[TaskReadyNotifier, Depends(_notifier)]
+MetricsDep = Annotated[BrokerMetrics, Depends(_metrics)]

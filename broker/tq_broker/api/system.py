@@ -7,9 +7,11 @@ import re
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
+from fastapi.responses import PlainTextResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import TypeAdapter
 
-from tq_broker.api.deps import ElectorDep, SettingsDep, StoreDep
+from tq_broker.api.deps import ElectorDep, MetricsDep, SettingsDep, StoreDep
 from tq_broker.api.errors import ERROR_RESPONSES
 from tq_broker.api.security import requires
 from tq_broker.errors import InvalidRequest, StoreUnavailable
@@ -82,3 +84,12 @@ async def health(store: StoreDep, elector: ElectorDep, settings: SettingsDep) ->
         pending_tasks=counts.pending_tasks,
     )
     return Response(body.model_dump_json(), media_type=JSON)
+
+
+@router.get(
+    "/metrics",
+    response_class=PlainTextResponse,
+    summary="Prometheus metrics (queue-state gauges come from the leader only)",
+)
+async def prometheus_metrics(metrics: MetricsDep) -> Response:
+    return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)

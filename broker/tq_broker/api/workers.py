@@ -8,7 +8,7 @@ from uuid import UUID
 
 from fastapi import APIRouter, Path, Response
 
-from tq_broker.api.deps import NotifierDep, SettingsDep, WorkerStoreDep
+from tq_broker.api.deps import MetricsDep, NotifierDep, SettingsDep, WorkerStoreDep
 from tq_broker.api.errors import ERROR_RESPONSES
 from tq_broker.api.security import requires
 from tq_broker.keys import Permission
@@ -94,10 +94,15 @@ async def deregister_worker(worker_id: WorkerIdPath, store: WorkerStoreDep) -> R
     summary="Claim ready tasks (long-poll up to wait_seconds)",
 )
 async def claim(
-    body: ClaimRequest, store: WorkerStoreDep, notifier: NotifierDep, settings: SettingsDep
+    body: ClaimRequest,
+    store: WorkerStoreDep,
+    notifier: NotifierDep,
+    settings: SettingsDep,
+    metrics: MetricsDep,
 ) -> Response:
     wait = min(float(body.wait_seconds), settings.claim_wait_max_seconds)
     claimed = await store.task_claim_waiting(body.worker_id, body.max_tasks, wait, notifier)
+    metrics.observe_durations(metrics.queue_wait, claimed.queue_waits)
     return _json(ClaimResponse(tasks=claimed.tasks))
 
 
@@ -108,8 +113,9 @@ async def claim(
     responses=ERROR_RESPONSES,
     summary="Report results; stale leases are rejected",
 )
-async def complete(body: CompleteRequest, store: WorkerStoreDep) -> Response:
+async def complete(body: CompleteRequest, store: WorkerStoreDep, metrics: MetricsDep) -> Response:
     completed = await store.task_complete_many(list(body.tasks))
+    metrics.observe_durations(metrics.task_duration, completed.durations)
     return _json(completed.outcome)
 
 

@@ -360,3 +360,16 @@ DELETE FROM tq_event_listeners WHERE replica_id = %(replica_id)s;
 -- event_publish --
 -- Fan task status changes out to every replica: one notification per chunk of events.
 SELECT pg_notify('tq_task_events', p) FROM unnest(%(payloads)s::text[]) AS p;
+
+-- metrics_pending --
+-- Pending tasks by type and priority bucket (high >= 200, normal 100-199, low <= 99).
+SELECT task_type,
+       CASE WHEN priority >= 200 THEN 'high' WHEN priority >= 100 THEN 'normal' ELSE 'low' END
+           AS priority,
+       count(*) AS pending
+FROM tq_tasks WHERE status = 'pending' GROUP BY 1, 2;
+
+-- metrics_counts --
+-- Tasks running and workers connected, for the leader's gauges.
+SELECT (SELECT count(*) FROM tq_tasks WHERE status = 'in_progress') AS in_progress,
+       (SELECT count(*) FROM tq_workers WHERE status <> 'offline') AS workers;

@@ -1,0 +1,126 @@
+"""WS /ws: live task status changes, as in the contract's WebSocket section.
+
+Client → server: {"type": "subscribe", "filters": {"task_types": [...], "statuses": [...]}}
+(both optional; a new subscribe replaces the filters). Server → client:
+{"type": "subscribed", "filters": {...}} once the subscription is live, then
+{"type": "task_update", "task": {"task_id", "task_type", "status", "updated_at"}}.
+Authenticated like the REST API (read_tasks): `Authorization: Bearer <key>`, or `?token=<key>`
+for browsers, which cannot set headers. A client that falls behind by more than
+`SUBSCRIBER_QUEUE_MAX` events is disconnected (close code 1013), never buffered without bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import re
+from typing import Any
+
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+
+from tq_broker.auth import Authenticator
+from tq_broker.errors import BrokerError
+from tq_broker.events import EventHub, Subscription, TaskEvent
+from tq_broker.keys import Permission
+from tq_client.models import TASK_TYPE_PATTERN, TaskStatus
+
+router = APIRouter()
+TOO_SLOW = 1013
+POLICY_VIOLATION = 1008
+MESSAGE_MAX_BYTES = 64 * 1024
+_STATUSES = {s.value for s in TaskStatus}
+
+
+def parse_subscribe(raw: str) -> tuple[list[str], list[str]]:
+    """The filters of a subscribe message; ValueError says what is wrong."""
+    if len(raw) > MESSAGE_MAX_BYTES:
+        raise ValueError("message too large")
+    message = json.loads(raw)
+    if not isinstance(message, dict) or message.get("type") != "subscribe":
+        raise ValueError('expected {"type": "subscribe", "filters": {...}}')
+    filters = message.get("filters") or {}
+    if not isinstance(filters, dict) or set(filters) - {"task_types", "statuses"}:
+        raise ValueError("filters may have task_types and statuses")
+    task_types = filters.get("task_types") or []
+    statuses = filters.get("statuses") or []
+    if not isinstance(task_types, list) or not all(
+        isinstance(t, str) and re.fullmatch(TASK_TYPE_PATTERN, t) for t in task_types
+    ):
+        raise ValueError("task_types must be a list of task types")
+    if not isinstance(statuses, list) or not all(s in _STATUSES for s in statuses):
+        raise ValueError(f"statuses must be a list of {sorted(_STATUSES)}")
+    return task_types, statuses
+
+
+def update_message(event: TaskEvent) -> dict[str, Any]:
+    return {
+        "type": "task_update",
+        "task": {
+            "task_id": event.task_id,
+            "task_type": event.task_type,
+            "status": event.status,
+            "updated_at": event.updated_at,
+        },
+    }
+
+
+async def _authorized(websocket: WebSocket) -> bool:
+    auth: Authenticator = websocket.app.state.authenticator
+    if not auth.config.enabled:
+        return True
+    header = websocket.headers.get("authorization")
+    token = websocket.query_params.get("token")
+    if header is None and token:
+        header = f"Bearer {token}"
+    try:
+        principal = await auth.authenticate(header)
+    except BrokerError:
+        return False
+    return principal.may(Permission.READ_TASKS)
+
+
+@router.websocket("/ws")
+async def task_updates(websocket: WebSocket) -> None:
+    if not await _authorized(websocket):
+        await websocket.close(code=POLICY_VIOLATION)  # before accept: the handshake gets 403
+        return
+    await websocket.accept()
+    hub: EventHub = websocket.app.state.event_hub
+    current: list[Subscription] = []
+    forwarder: asyncio.Task[None] | None = None
+    try:
+        while True:
+            raw = await websocket.receive_text()
+            try:
+                task_types, statuses = parse_subscribe(raw)
+            except ValueError as exc:
+                await websocket.send_json({"type": "error", "error": str(exc)})
+                continue
+            if forwarder is not None:
+                forwarder.cancel()
+                hub.unsubscribe(current.pop())
+            current.append(hub.subscribe(task_types, statuses))
+            await hub.registered()
+            await websocket.send_json(
+                {"type": "subscribed", "filters": {"task_types": task_types, "statuses": statuses}}
+            )
+            forwarder = asyncio.create_task(_forward(websocket, current[0]))
+    except WebSocketDisconnect:
+        pass
+    finally:
+        if forwarder is not None:
+            forwarder.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await forwarder
+        for subscription in current:
+            hub.unsubscribe(subscription)
+
+
+async def _forward(websocket: WebSocket, subscription: Subscription) -> None:
+    while True:
+        event = await subscription.queue.get()
+        if subscription.dropped:  # it fell a whole queue behind: drop it, do not drain
+            await websocket.close(code=TOO_SLOW, reason="subscriber too slow; reconnect")
+            return
+        await websocket.send_json(update_message(event))

@@ -1,0 +1,143 @@
+"""Prometheus metrics after a known workload, parsed with the Prometheus text parser."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
+
+from tq_broker.app import create_app
+from tq_broker.settings import BrokerSettings
+
+from ..processes import BrokerProcess, free_port
+
+WORKER = "worker-metrics-1-abcdef"
+
+
+def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    found = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            found[(sample.name, frozenset(sample.labels.items()))] = sample.value
+    return found
+
+
+def value(found: dict[Any, float], name: str, **labels: str) -> float | None:
+    return found.get((name, frozenset(labels.items())))
+
+
+@pytest.fixture
+def metered(database_url: str) -> Iterator[TestClient]:
+    settings = BrokerSettings(database_url=database_url, auth="off", metrics_refresh_seconds=0.1)
+    with TestClient(create_app(settings)) as client:
+        yield client
+
+
+def test_metrics_count_a_known_workload(metered: TestClient) -> None:
+    api = metered
+    for task_type in ("a", "a", "a", "b"):
+        api.post("/api/v1/tasks", json={"task_type": task_type, "max_retries": 0})
+    api.post("/api/v1/tasks", json={"task_type": "a", "priority": 250})
+    api.post("/api/v1/workers", json={"worker_id": WORKER, "task_types": ["a"], "concurrency": 3})
+    claimed = api.post("/api/v1/tasks/claim", json={"worker_id": WORKER, "max_tasks": 3}).json()
+    leases = [{"task_id": t["task_id"], "lease_token": t["lease_token"]} for t in claimed["tasks"]]
+    api.post("/api/v1/tasks/complete", json={"worker_id": WORKER, "tasks": leases[:2]})
+    api.post(
+        "/api/v1/tasks/fail", json={"worker_id": WORKER, "tasks": [{**leases[2], "error": "boom"}]}
+    )
+
+    deadline = time.monotonic() + 15
+    while True:
+        found = samples(api.get("/metrics").text)
+        if value(found, "tq_leader") == 1 and value(found, "tq_workers_connected") == 1:
+            break
+        assert time.monotonic() < deadline, "the leader never exported the queue state"
+        time.sleep(0.1)
+
+    assert value(found, "tq_tasks_total", status="pending", task_type="a") == 4
+    assert value(found, "tq_tasks_total", status="pending", task_type="b") == 1
+    assert value(found, "tq_tasks_total", status="in_progress", task_type="a") == 3
+    assert value(found, "tq_tasks_total", status="completed", task_type="a") == 2
+    assert value(found, "tq_task_duration_seconds_count", task_type="a") == 2
+    assert value(found, "tq_task_queue_wait_seconds_count", task_type="a") == 3
+    # The claim took the priority-250 task and two normal ones: one normal "a" still waits.
+    assert value(found, "tq_tasks_pending", task_type="a", priority="normal") == 1
+    assert value(found, "tq_tasks_pending", task_type="a", priority="high") is None
+    assert value(found, "tq_tasks_pending", task_type="b", priority="normal") == 1
+    assert value(found, "tq_tasks_in_progress") == 0
+    assert (
+        value(found, "tq_http_requests_total", method="POST", route="/api/v1/tasks", code="201")
+        == 5
+    )
+    assert (
+        value(
+            found,
+            "tq_http_request_duration_seconds_count",
+            method="POST",
+            route="/api/v1/tasks/claim",
+        )
+        == 1
+    )
+
+
+def test_failed_attempts_dead_letter_is_counted(metered: TestClient) -> None:
+    api = metered
+    api.post("/api/v1/tasks", json={"task_type": "a", "max_retries": 0})
+    api.post("/api/v1/workers", json={"worker_id": WORKER, "task_types": ["a"], "concurrency": 1})
+    task = api.post("/api/v1/tasks/claim", json={"worker_id": WORKER}).json()["tasks"][0]
+    api.post(
+        "/api/v1/tasks/fail",
+        json={
+            "worker_id": WORKER,
+            "tasks": [
+                {"task_id": task["task_id"], "lease_token": task["lease_token"], "error": "x"}
+            ],
+        },
+    )
+    found = samples(api.get("/metrics").text)
+    assert value(found, "tq_tasks_total", status="dead_letter", task_type="a") == 1
+
+
+def test_rate_limited_requests_are_counted(database_url: str) -> None:
+    settings = BrokerSettings(
+        database_url=database_url,
+        auth="on",
+        admin_api_key="adm",
+        rate_limit_per_second=1,
+        rate_limit_burst=2,
+    )
+    with TestClient(create_app(settings)) as api:
+        headers = {"Authorization": "Bearer adm"}
+        codes = [api.get("/api/v1/stats", headers=headers).status_code for _ in range(4)]
+        assert codes.count(429) == 2
+        found = samples(api.get("/metrics").text)
+        assert value(found, "tq_rate_limited_requests_total") == 2
+
+
+def test_metrics_port_serves_the_same_registry_and_needs_no_key(
+    database_url: str, tmp_path: Path
+) -> None:
+    port = free_port()
+    broker = BrokerProcess(
+        ["--database-url", database_url],
+        tmp_path / "broker.log",
+        env={"TQ_METRICS_PORT": str(port), "TQ_AUTH": "on", "TQ_ADMIN_API_KEY": "adm"},
+    ).start()
+    try:
+        httpx.post(
+            f"{broker.url}/api/v1/tasks",
+            json={"task_type": "x"},
+            headers={"Authorization": "Bearer adm"},
+        )
+        on_port = samples(httpx.get(f"http://127.0.0.1:{port}/metrics").text)
+        on_api = samples(httpx.get(f"{broker.url}/metrics").text)
+        for found in (on_port, on_api):
+            assert value(found, "tq_tasks_total", status="pending", task_type="x") == 1
+    finally:
+        broker.stop()
