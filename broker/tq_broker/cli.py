@@ -18,8 +18,8 @@ from types import FrameType
 from typing import Any
 
 import uvicorn
-from prometheus_client import start_http_server
 from fastapi import FastAPI
+from prometheus_client import start_http_server
 
 from tq_broker.app import connector_config, create_app
 from tq_broker.connector import Connector
