@@ -23,7 +23,7 @@ from tq_broker.auth import AuthConfig, Authenticator
 from tq_broker.connector import Connector, ConnectorConfig
 from tq_broker.events import EventHub, EventPublisher
 from tq_broker.keys import ApiKeyStore
-from tq_broker.leader import AdvisoryLockElector
+from tq_broker.leader import AdvisoryLockElector, Elector
 from tq_broker.maintenance.cleaner import Cleaner, CleanerConfig
 from tq_broker.maintenance.reaper import Reaper, ReaperConfig
 from tq_broker.maintenance.rescuer import Rescuer, RescuerConfig
@@ -35,6 +35,8 @@ from tq_broker.ratelimit import ClusterRateLimiter
 from tq_broker.settings import BrokerSettings
 from tq_broker.store import TaskStore
 from tq_broker.worker_store import LeaseConfig, WorkerStore
+from tq_client.lease import KubernetesLeaseElector, current_namespace, default_identity, in_cluster
+from tq_client.lease import LeaseConfig as KubeLeaseConfig
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +51,23 @@ def connector_config(settings: BrokerSettings) -> ConnectorConfig:
         pool_timeout_seconds=settings.pool_timeout_seconds,
         statement_timeout_ms=settings.statement_timeout_ms,
     )
+
+
+def choose_elector(settings: BrokerSettings, config: ConnectorConfig) -> Elector:
+    """A Kubernetes Lease inside a cluster (or when asked), the advisory lock otherwise."""
+    mode = settings.leader_election
+    if mode == "lease" or (mode == "auto" and in_cluster()):
+        return KubernetesLeaseElector(
+            KubeLeaseConfig(
+                name=settings.lease_name,
+                namespace=settings.lease_namespace or current_namespace(),
+                identity=default_identity(),
+                lease_seconds=max(settings.leader_lease_seconds, 1.0),
+                retry_seconds=max(settings.leader_lease_seconds, 1.0) / 3,
+                kubeconfig=settings.kubeconfig,
+            )
+        )
+    return AdvisoryLockElector(config, lease_seconds=settings.leader_lease_seconds)
 
 
 def lease_config(settings: BrokerSettings) -> LeaseConfig:
@@ -125,7 +144,7 @@ def create_app(settings: BrokerSettings) -> FastAPI:
                 if applied:
                     log.info("applied migrations %s", applied)
             events = EventPublisher(connector, on_change=metrics.count_transitions)
-            elector = AdvisoryLockElector(config, lease_seconds=settings.leader_lease_seconds)
+            elector = choose_elector(settings, config)
             app.state.elector = elector
             app.state.notifier = notifier = TaskReadyNotifier(config)
             app.state.event_hub = hub = EventHub(config, connector)

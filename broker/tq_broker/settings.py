@@ -98,6 +98,18 @@ class BrokerSettings(BaseSettings):
     leader_lease_seconds: float = Field(
         5.0, gt=0, description="A silent leader loses leadership after about this long."
     )
+    leader_election: Literal["auto", "lease", "advisory"] = Field(
+        "auto",
+        description="auto: a Kubernetes Lease inside a cluster, a PostgreSQL advisory lock "
+        "outside one.",
+    )
+    lease_name: str = Field("taskqueue-broker-leader", description="Name of the Lease.")
+    lease_namespace: str | None = Field(
+        None, description="Namespace of the Lease; default: the pod's own namespace."
+    )
+    kubeconfig: str | None = Field(
+        None, description="Kubeconfig for the Lease outside a cluster (default $KUBECONFIG)."
+    )
     demo_worker: bool = Field(False, description="Also run a worker with the demo handlers.")
 
     # API keys and rate limits
