@@ -1,0 +1,33 @@
+# Convenience targets. The README's two commands need nothing but Python and git; these are for
+# people with Docker (images, kind) and for the longer runs.
+PYTHON ?= .venv/bin/python
+IMAGE ?= taskqueue:dev
+WORKER_IMAGE ?= taskqueue-worker:dev
+CLUSTER ?= taskqueue
+
+.PHONY: venv test lint images kind-e2e crd-sync bench
+
+venv:
+	python3 -m venv .venv && .venv/bin/pip install -q -c constraints.txt -e '.[test]'
+
+test: venv
+	.venv/bin/ruff check . && .venv/bin/mypy && $(PYTHON) -m pytest
+
+lint:
+	.venv/bin/ruff check . && .venv/bin/ruff format --check . && .venv/bin/mypy
+
+# The chart ships a copy of the CRD (charts cannot read files outside themselves).
+crd-sync:
+	cp crds/workerpool.yaml charts/taskqueue/files/workerpool.yaml
+
+images:
+	docker build -t $(IMAGE) .
+	docker build -f worker-image/Dockerfile -t $(WORKER_IMAGE) .
+	docker build -t taskqueue-example-worker:dev examples/worker
+
+# Needs Docker, kind, kubectl and helm: a whole install from images to a completed task.
+kind-e2e: images
+	IMAGE=$(IMAGE) CLUSTER=$(CLUSTER) bash scripts/kind-e2e.sh
+
+bench:
+	$(PYTHON) bench/bench_submit.py && $(PYTHON) bench/bench_drain.py
