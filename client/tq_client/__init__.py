@@ -3,6 +3,7 @@
 Nothing here imports another taskqueue package; everyone else may import this one.
 """
 
+from tq_client.client import AsyncTaskQueueClient, TaskQueueClient, TaskQueueError
 from tq_client.models import (
     SubmitTaskRequest,
     SubmitTaskResponse,
@@ -12,6 +13,9 @@ from tq_client.models import (
 )
 
 __all__ = [
+    "AsyncTaskQueueClient",
+    "TaskQueueClient",
+    "TaskQueueError",
     "SubmitTaskRequest",
     "SubmitTaskResponse",
     "TaskDetail",

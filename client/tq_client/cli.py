@@ -65,7 +65,7 @@ Handler = Callable[[TaskQueueClient, argparse.Namespace], Shown]
 # --- argument types (a bad value is a usage error, exit 2) --------------------------------
 
 
-def task_id_arg(text: str) -> UUID:
+def uuid_arg(text: str) -> UUID:
     try:
         return UUID(text)
     except ValueError:
@@ -204,7 +204,7 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
 
     _submit_options(command("submit", cmd_submit, "submit a task", output))
     status = command("status", cmd_status, "show one task", output)
-    status.add_argument("task_id", type=task_id_arg)
+    status.add_argument("task_id", type=uuid_arg)
     listing = command("list", cmd_list, "list tasks, newest first", output)
     listing.add_argument("--status", choices=[s.value for s in TaskStatus])
     listing.add_argument("--type", help="only tasks of this task type")
@@ -214,24 +214,30 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     command("workers", cmd_workers, "connected workers", output)
     command("queue-depth", cmd_queue_depth, "pending tasks by priority, as bars", output)
     command("cluster-status", cmd_cluster_status, "broker health (exit 1 if degraded)", output)
-    command("cancel", cmd_cancel, "cancel a pending task").add_argument("task_id", type=task_id_arg)
+    command("cancel", cmd_cancel, "cancel a pending task").add_argument("task_id", type=uuid_arg)
     requeue = command("requeue", cmd_requeue, "requeue a dead-lettered task (admin)", output)
-    requeue.add_argument("task_id", type=task_id_arg)
+    requeue.add_argument("task_id", type=uuid_arg)
     _keys_commands(commands.add_parser("keys", help="API keys (admin)"), connection, output)
     return parser
 
 
 def _connection_options(parser: argparse.ArgumentParser, env: Mapping[str, str] | None) -> None:
+    """With `env`: the real defaults. Without: none (SUPPRESS), so a repeat only overrides."""
+
     def default(value: object) -> object:
         return argparse.SUPPRESS if env is None else value
 
-    url = default(env.get("TQ_URL", DEFAULT_URL) if env is not None else None)
-    key = default(env.get("TQ_API_KEY") if env is not None else None)
+    given = env or {}
     parser.add_argument(
-        "--url", type=url_arg, default=url, help=f"broker URL ($TQ_URL, {DEFAULT_URL})"
+        "--url",
+        type=url_arg,
+        default=default(given.get("TQ_URL", DEFAULT_URL)),
+        help=f"broker URL ($TQ_URL, default {DEFAULT_URL})",
     )
     parser.add_argument(
-        "--api-key", default=key, help="API key ($TQ_API_KEY, preferred: not in ps)"
+        "--api-key",
+        default=default(given.get("TQ_API_KEY")),
+        help="API key ($TQ_API_KEY, which keeps it out of `ps`)",
     )
     parser.add_argument(
         "--request-timeout",
@@ -285,7 +291,7 @@ def _keys_commands(
     listing.set_defaults(handler=cmd_keys_list)
     revoke = actions.add_parser("revoke", help="revoke a key", parents=[connection])
     revoke.set_defaults(handler=cmd_keys_revoke)
-    revoke.add_argument("key_id", type=task_id_arg)
+    revoke.add_argument("key_id", type=uuid_arg)
 
 
 # --- running a command ----------------------------------------------------------------------

@@ -140,7 +140,7 @@ def _retry_after(response: httpx.Response) -> float | None:
 def transport_error(base_url: str, exc: httpx.HTTPError | httpx.InvalidURL) -> Unreachable:
     """A request that got no answer: the broker is down, unknown, or too slow."""
     if isinstance(exc, httpx.TimeoutException):
-        return Unreachable(None, f"broker at {base_url} did not answer in time ({exc!r})")
+        return Unreachable(None, f"broker at {base_url} did not answer in time")
     if isinstance(exc, httpx.ConnectError):
         return Unreachable(None, f"broker unreachable at {base_url}")
     return Unreachable(None, f"broker unreachable at {base_url}: {exc}")

@@ -256,3 +256,10 @@ def test_sql_looking_strings_and_binary_payloads_round_trip_byte_for_byte(
     assert (row["task_type"], row["idempotency_key"]) == (task_type, key)
     listed = api.get("/api/v1/tasks", params={"task_type": task_type}).json()
     assert [t["task_id"] for t in listed] == [created["task_id"]]
+
+
+def test_a_batch_lists_newest_first_in_reverse_request_order(api: TestClient) -> None:
+    tasks = [{"task_type": f"step-{i}"} for i in range(50)]
+    created = api.post("/api/v1/tasks/batch", json={"tasks": tasks}).json()["tasks"]
+    listed = api.get("/api/v1/tasks", params={"limit": 50}).json()
+    assert [t["task_id"] for t in listed] == [t["task_id"] for t in reversed(created)]

@@ -53,14 +53,21 @@ def test_flags_override_the_environment_before_or_after_the_command(argv: list[s
 def test_submit_takes_every_field_of_a_task() -> None:
     args = parse(
         "submit",
-        "--type", "send_email",
-        "--payload-file", "email.txt",
-        "--priority", "200",
-        "--schedule-at", "2030-01-01T12:00:00Z",
-        "--timeout", "60",
-        "--max-retries", "5",
-        "--idempotency-key", "order-1",
-    )  # fmt: skip
+        "--type",
+        "send_email",
+        "--payload-file",
+        "email.txt",
+        "--priority",
+        "200",
+        "--schedule-at",
+        "2030-01-01T12:00:00Z",
+        "--timeout",
+        "60",
+        "--max-retries",
+        "5",
+        "--idempotency-key",
+        "order-1",
+    )
     assert args.handler is cli.cmd_submit
     assert (args.type, args.payload_file, args.payload) == ("send_email", "email.txt", None)
     assert (args.priority, args.timeout_seconds, args.max_retries) == (200, 60, 5)
@@ -75,26 +82,61 @@ def test_submit_defaults_are_the_contracts() -> None:
 
 
 def test_list_filters_and_formats() -> None:
-    args = parse("list", "--status", "pending", "--type", "a", "--limit", "10", "--offset", "5",
-                 "--format", "yaml")  # fmt: skip
+    args = parse(
+        "list",
+        "--status",
+        "pending",
+        "--type",
+        "a",
+        "--limit",
+        "10",
+        "--offset",
+        "5",
+        "--format",
+        "yaml",
+    )
     assert (args.status, args.type, args.limit, args.offset, args.format) == (
-        "pending", "a", 10, 5, "yaml"
-    )  # fmt: skip
+        "pending",
+        "a",
+        10,
+        5,
+        "yaml",
+    )
 
 
 @pytest.mark.parametrize(
     "command",
-    [["status", TASK_ID], ["list"], ["stats"], ["workers"], ["queue-depth"], ["cluster-status"],
-     ["keys", "list"], ["requeue", TASK_ID]],
-)  # fmt: skip
+    [
+        ["status", TASK_ID],
+        ["list"],
+        ["stats"],
+        ["workers"],
+        ["queue-depth"],
+        ["cluster-status"],
+        ["keys", "list"],
+        ["requeue", TASK_ID],
+    ],
+)
 def test_every_read_command_takes_json_and_yaml(command: list[str]) -> None:
     for fmt in ("json", "yaml"):
         assert parse(*command, "--format", fmt).format == fmt
 
 
 def test_keys_create_takes_repeated_permissions() -> None:
-    args = parse("keys", "create", "--name", "billing", "--permission", "submit_tasks",
-                 "--permission", "read_tasks", "--rate-limit", "50", "--burst", "100")  # fmt: skip
+    args = parse(
+        "keys",
+        "create",
+        "--name",
+        "billing",
+        "--permission",
+        "submit_tasks",
+        "--permission",
+        "read_tasks",
+        "--rate-limit",
+        "50",
+        "--burst",
+        "100",
+    )
     assert args.handler is cli.cmd_keys_create
     assert (args.name, args.permission) == ("billing", ["submit_tasks", "read_tasks"])
     assert (args.rate_limit, args.burst) == (50.0, 100)

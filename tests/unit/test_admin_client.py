@@ -30,8 +30,12 @@ from tq_client.models import SubmitTaskRequest, TaskStatus
 TASK_ID = "123e4567-e89b-12d3-a456-426614174000"
 URL = "http://broker.test"
 SUBMITTED = {"task_id": TASK_ID, "status": "pending"}
-DEGRADED = {"status": "degraded", "is_leader": False, "connected_workers": None,
-            "pending_tasks": None}  # fmt: skip
+DEGRADED = {
+    "status": "degraded",
+    "is_leader": False,
+    "connected_workers": None,
+    "pending_tasks": None,
+}
 
 Responder = Callable[[httpx.Request], httpx.Response]
 
@@ -125,8 +129,16 @@ def test_batch_submit_returns_the_tasks_in_request_order() -> None:
         answers = client.submit_batch([SubmitTaskRequest(task_type="a")] * 2)
     assert len(answers) == 2
     assert json.loads(broker.last.content) == {
-        "tasks": [{"task_type": "a", "payload": "", "priority": 100, "timeout_seconds": 300,
-                   "max_retries": 3}] * 2  # fmt: skip
+        "tasks": [
+            {
+                "task_type": "a",
+                "payload": "",
+                "priority": 100,
+                "timeout_seconds": 300,
+                "max_retries": 3,
+            }
+        ]
+        * 2
     }
 
 
@@ -147,9 +159,10 @@ def test_batch_submit_returns_the_tasks_in_request_order() -> None:
 def test_error_statuses_raise_their_class_with_the_brokers_message(
     status: int, error: type[TaskQueueError]
 ) -> None:
-    with sync_client(Recorder(status, {"error": "the reason"})) as client, pytest.raises(
-        error
-    ) as raised:
+    with (
+        sync_client(Recorder(status, {"error": "the reason"})) as client,
+        pytest.raises(error) as raised,
+    ):
         client.get(TASK_ID)
     assert type(raised.value) is error
     assert (raised.value.status, raised.value.message) == (status, "the reason")
@@ -183,8 +196,9 @@ def test_a_degraded_health_is_returned_not_raised() -> None:
 
 
 def test_a_503_health_that_is_not_the_brokers_report_is_raised() -> None:
-    with sync_client(Recorder(503, {"error": "upstream down"})) as client, pytest.raises(
-        Unavailable
+    with (
+        sync_client(Recorder(503, {"error": "upstream down"})) as client,
+        pytest.raises(Unavailable),
     ):
         client.health()
 
