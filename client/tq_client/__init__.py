@@ -14,11 +14,11 @@ from tq_client.models import (
 
 __all__ = [
     "AsyncTaskQueueClient",
-    "TaskQueueClient",
-    "TaskQueueError",
     "SubmitTaskRequest",
     "SubmitTaskResponse",
     "TaskDetail",
+    "TaskQueueClient",
+    "TaskQueueError",
     "TaskStatus",
     "TaskSummary",
 ]
