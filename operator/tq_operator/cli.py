@@ -8,6 +8,7 @@ The one thing not to break: `--namespace` may be repeated; without it, all names
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
 import kopf
@@ -37,6 +38,8 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     kopf.configure(verbose=args.verbose, quiet=args.quiet)
+    if not args.verbose:
+        logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request otherwise
     import tq_operator.handlers  # noqa: F401  (registers the handlers with kopf)
 
     kopf.run(

@@ -1,0 +1,101 @@
+"""What the operator asks the broker: queue depth per task types, and the worker list.
+
+One long-lived httpx.AsyncClient serves every pool (pools may name different brokers, so
+URLs are absolute). Failures come out as two exceptions: BrokerUnreachable (network, timeout,
+5xx, 429: try again later) and BrokerRejected (any other 4xx: the pool's URL or key is wrong).
+The one thing not to break: every request has a timeout shorter than a poll interval, so a
+broker that hangs cannot stall the operator's timer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TypeVar
+
+import httpx
+import pydantic
+from pydantic import TypeAdapter
+
+from tq_client.models import QueueDepth, WorkerInfo
+
+REQUEST_TIMEOUT_SECONDS = 5.0
+CONNECT_TIMEOUT_SECONDS = 2.0
+_T = TypeVar("_T")
+_WORKERS = TypeAdapter(list[WorkerInfo])
+
+
+class BrokerError(Exception):
+    """The broker did not answer usefully."""
+
+
+class BrokerUnreachable(BrokerError):
+    """Network error, timeout, 5xx or 429: probably transient."""
+
+
+class BrokerRejected(BrokerError):
+    """A 4xx other than 429 (bad key, bad task type): retrying the same request will not help."""
+
+
+class BrokerClient:
+    def __init__(self, http: httpx.AsyncClient | None = None) -> None:
+        self._http = http or httpx.AsyncClient(
+            timeout=httpx.Timeout(REQUEST_TIMEOUT_SECONDS, connect=CONNECT_TIMEOUT_SECONDS),
+            headers={"User-Agent": "tq-operator"},
+        )
+
+    async def close(self) -> None:
+        await self._http.aclose()
+
+    async def queue_depth(
+        self, base_url: str, task_types: Sequence[str], api_key: str | None = None
+    ) -> QueueDepth:
+        params = {"task_type": list(task_types)}
+        return await self._get(base_url, "/api/v1/queue-depth", params, api_key, QueueDepth)
+
+    async def workers(self, base_url: str, api_key: str | None = None) -> list[WorkerInfo]:
+        return await self._get(base_url, "/api/v1/workers", {}, api_key, _WORKERS)
+
+    async def _get(
+        self,
+        base_url: str,
+        path: str,
+        params: Mapping[str, Sequence[str]],
+        api_key: str | None,
+        model: type[_T] | TypeAdapter[_T],
+    ) -> _T:
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        url = f"{base_url.rstrip('/')}{path}"
+        try:
+            response = await self._http.get(url, params=params, headers=headers)
+        except httpx.HTTPError as exc:
+            raise BrokerUnreachable(f"GET {url}: {type(exc).__name__}: {exc}") from exc
+        if response.status_code >= 500 or response.status_code == 429:
+            raise BrokerUnreachable(f"GET {url}: HTTP {response.status_code}")
+        if response.status_code != 200:
+            raise BrokerRejected(f"GET {url}: HTTP {response.status_code}: {_error(response)}")
+        try:
+            if isinstance(model, TypeAdapter):
+                return model.validate_json(response.content)
+            return TypeAdapter(model).validate_json(response.content)
+        except pydantic.ValidationError as exc:
+            raise BrokerRejected(f"GET {url}: unexpected answer: {exc}") from exc
+
+
+def pending(depth: QueueDepth) -> int:
+    """The number the autoscaler targets: tasks ready to run plus tasks running.
+
+    In-progress tasks count because they occupy workers: counting only ready tasks would
+    scale a busy pool down as soon as its workers had claimed everything. Scheduled tasks
+    (future schedule_at, retry backoff) do not: they cannot run yet.
+    """
+    return depth.ready + depth.in_progress
+
+
+def _error(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:200]
+    if isinstance(body, dict) and isinstance(body.get("error"), str):
+        return str(body["error"])
+    return response.text[:200]
