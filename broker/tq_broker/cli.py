@@ -11,11 +11,12 @@ import asyncio
 import contextlib
 import logging
 import os
+import socket
 import sys
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 from fastapi import FastAPI
@@ -29,6 +30,9 @@ from tq_broker.keys import ApiKeyStore, Permission
 from tq_broker.migrations import migrate
 from tq_broker.settings import BrokerSettings
 
+if TYPE_CHECKING:
+    from tq_broker.rpc.server import GrpcServer
+
 log = logging.getLogger("tq_broker")
 
 
@@ -38,6 +42,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--host", help="listen address (TQ_HOST, default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="HTTP port (TQ_PORT, default 8080)")
     parser.add_argument("--metrics-port", type=int, help="metrics port (TQ_METRICS_PORT, 9091)")
+    parser.add_argument("--grpc-port", type=int, help="gRPC port (TQ_GRPC_PORT, 9090; 0: off)")
     parser.add_argument("--database-url", help="PostgreSQL URL (TQ_DATABASE_URL); none: embedded")
     parser.add_argument("--data-dir", type=Path, help="embedded PostgreSQL data (TQ_DATA_DIR)")
     parser.add_argument(
@@ -57,6 +62,7 @@ def _settings(args: argparse.Namespace) -> BrokerSettings:
             "host": args.host,
             "port": args.port,
             "metrics_port": args.metrics_port,
+            "grpc_port": args.grpc_port,
             "database_url": args.database_url,
             "data_dir": args.data_dir,
             "demo_worker": args.demo_worker,
@@ -124,6 +130,22 @@ class BrokerServer(uvicorn.Server):
         self.app = app
         # Runs before the server stops (the demo worker drains while its broker still serves).
         self.before_exit: Callable[[], Awaitable[None]] | None = None
+        self.grpc: GrpcServer | None = None
+        self.failed = False
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)  # runs the app's lifespan: app.state is ready after it
+        if self.started and self.grpc is not None:
+            try:
+                await self.grpc.start(self.app.state)
+            except RuntimeError as exc:
+                log.error("gRPC API not started: %s", exc)
+                self.failed = self.should_exit = True
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        if self.grpc is not None:  # before the lifespan closes what the rpcs use
+            await self.grpc.stop()
+        await super().shutdown(sockets)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         notifier = getattr(self.app.state, "notifier", None)
@@ -156,6 +178,10 @@ def serve(settings: BrokerSettings) -> int:
         timeout_graceful_shutdown=10,
     )
     server = BrokerServer(config, app)
+    if settings.grpc_port:
+        from tq_broker.rpc.server import GrpcServer  # grpc costs ~0.5 s of imports: only if used
+
+        server.grpc = GrpcServer(settings)
     log.info("taskqueue broker on http://%s:%s", settings.host, settings.port)
     if settings.metrics_port:
         start_http_server(settings.metrics_port, settings.host, app.state.metrics.registry)
@@ -168,7 +194,7 @@ def serve(settings: BrokerSettings) -> int:
         )
     if not settings.demo_worker:
         server.run()
-        return 0 if server.started else 1
+        return 0 if server.started and not server.failed else 1
     return asyncio.run(_serve_with_demo_worker(server, settings))
 
 
@@ -220,7 +246,7 @@ async def _serve_with_demo_worker(server: BrokerServer, settings: BrokerSettings
         await serving
     finally:
         await stop_worker()
-    return 0
+    return 1 if server.failed else 0
 
 
 if __name__ == "__main__":

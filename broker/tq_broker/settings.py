@@ -44,6 +44,9 @@ class BrokerSettings(BaseSettings):
     metrics_port: int = Field(
         9091, ge=0, le=65535, description="Port of the Prometheus endpoint; 0 turns it off."
     )
+    grpc_port: int = Field(
+        9090, ge=0, le=65535, description="Port of the gRPC API (on host); 0 turns it off."
+    )
     database_url: str | None = Field(
         None, description="PostgreSQL URL; without one the broker starts an embedded server."
     )

@@ -1,0 +1,77 @@
+"""The gRPC server beside the HTTP one: TaskQueue, the standard health service, reflection.
+
+The CLI starts it once the app's lifespan has filled `app.state` (store, event hub,
+authenticator) and stops it before the lifespan closes them.
+
+The one thing not to break: it binds its port exclusively (gRPC's default SO_REUSEPORT would
+let a second broker on the same port silently share, or steal, the traffic).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc  # type: ignore[import-untyped]
+from grpc_reflection.v1alpha import reflection  # type: ignore[import-untyped]
+from starlette.datastructures import State
+
+from tq_broker.rpc import taskqueue_pb2 as pb
+from tq_broker.rpc.service import TaskQueueService
+from tq_broker.rpc.taskqueue_pb2_grpc import add_TaskQueueServicer_to_server
+from tq_broker.settings import BrokerSettings
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["TaskQueue"].full_name
+STOP_GRACE_SECONDS = 10.0  # in-flight unary calls get this long; open streams end at once
+MESSAGE_OVERHEAD_BYTES = 64 * 1024  # a submit's fields besides its payload
+
+
+def listen_address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class GrpcServer:
+    def __init__(self, settings: BrokerSettings) -> None:
+        self._settings = settings
+        self._server: grpc.aio.Server | None = None
+        self._service: TaskQueueService | None = None
+        self._health: Any = None
+
+    async def start(self, state: State) -> int:
+        """Serve on settings.host:grpc_port; returns the bound port. Raises RuntimeError."""
+        options = [
+            ("grpc.so_reuseport", 0),
+            # Over the payload limit: RESOURCE_EXHAUSTED before the message is even parsed.
+            (
+                "grpc.max_receive_message_length",
+                self._settings.max_payload_bytes + MESSAGE_OVERHEAD_BYTES,
+            ),
+        ]
+        server = grpc.aio.server(options=options)
+        self._service = TaskQueueService(state.store, state.event_hub, state.authenticator)
+        add_TaskQueueServicer_to_server(self._service, server)
+        self._health = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        reflection.enable_server_reflection(
+            [SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME], server
+        )
+        address = listen_address(self._settings.host, self._settings.grpc_port)
+        port = server.add_insecure_port(address)  # RuntimeError when it cannot bind
+        await server.start()
+        self._server = server
+        for name in ("", SERVICE_NAME):
+            await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        log.info("gRPC API on %s", listen_address(self._settings.host, port))
+        return port
+
+    async def stop(self) -> None:
+        if self._server is None:
+            return
+        await self._health.enter_graceful_shutdown()  # NOT_SERVING from here on
+        if self._service is not None:
+            self._service.close()
+        await self._server.stop(STOP_GRACE_SECONDS)
+        self._server = None
