@@ -56,7 +56,9 @@ def test_metrics_count_a_known_workload(metered: TestClient) -> None:
     while True:
         found = samples(api.get("/metrics").text)
         # A snapshot taken mid-workload may still show the claimed tasks: wait for the end state.
-        if value(found, "tq_leader") == 1 and value(found, "tq_tasks_in_progress") == 0:
+        # Registered (mid-workload) and nothing in progress (after the last report).
+        settled = value(found, "tq_workers_connected") == 1
+        if settled and value(found, "tq_tasks_in_progress") == 0:
             break
         assert time.monotonic() < deadline, "the leader never exported the queue state"
         time.sleep(0.1)
@@ -71,7 +73,7 @@ def test_metrics_count_a_known_workload(metered: TestClient) -> None:
     assert value(found, "tq_tasks_pending", task_type="a", priority="normal") == 1
     assert value(found, "tq_tasks_pending", task_type="a", priority="high") is None
     assert value(found, "tq_tasks_pending", task_type="b", priority="normal") == 1
-    assert value(found, "tq_workers_connected") == 1
+    assert value(found, "tq_leader") == 1
     assert (
         value(found, "tq_http_requests_total", method="POST", route="/api/v1/tasks", code="201")
         == 5
