@@ -105,7 +105,7 @@ ROUTES: list[tuple[str, str, dict[str, Any] | None, str]] = [
     ("GET", "/api/v1/keys", None, "admin"),
     ("DELETE", "/api/v1/keys/{key}", None, "admin"),
 ]
-OPEN_ROUTES = [("GET", "/health"), ("GET", "/openapi.json")]
+OPEN_ROUTES = [("GET", "/health"), ("GET", "/openapi.json"), ("GET", "/metrics")]
 
 
 def fill(value: Any, names: dict[str, str]) -> Any:
