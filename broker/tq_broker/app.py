@@ -158,6 +158,7 @@ def create_app(settings: BrokerSettings) -> FastAPI:
             start("elector", elector.run(stop))
             start("notifier", notifier.run(stop))
             start("events", hub.run(stop))
+            start("event-publisher", events.run(stop))
             start("maintenance", MaintenanceRunner(elector, services).run(stop))
             start("key-usage", authenticator.flush_last_used(stop))
             start(
