@@ -189,6 +189,20 @@ def test_install_upgrade_uninstall_with_defaults(
         assert not can_i(plane, namespace, operator, "delete", "namespaces")
         assert not can_i(plane, "default", operator, "create", "deployments.apps")
         assert not can_i(plane, namespace, operator, "create", "clusterroles")
+        assert can_i(
+            plane,
+            namespace,
+            operator,
+            "update",
+            "leases.coordination.k8s.io/tq-taskqueue-operator-leader",
+        )
+        assert not can_i(
+            plane,
+            namespace,
+            operator,
+            "update",
+            "leases.coordination.k8s.io/tq-taskqueue-broker-leader",
+        )
 
         # The broker's real Kubernetes work, with its own ServiceAccount's token.
         kubeconfig = token_kubeconfig(plane, namespace, broker, tmp_path / "broker.kubeconfig")
