@@ -176,6 +176,9 @@ def serve(settings: BrokerSettings) -> int:
         access_log=settings.access_log,
         log_level="info",
         timeout_graceful_shutdown=10,
+        # Longer than any client's idle gap (workers heartbeat every 5 s): a keep-alive
+        # connection closed by the server just as a client reuses it is a spurious ReadError.
+        timeout_keep_alive=75,
     )
     server = BrokerServer(config, app)
     if settings.grpc_port:
