@@ -5,10 +5,14 @@ IMAGE ?= taskqueue:dev
 WORKER_IMAGE ?= taskqueue-worker:dev
 CLUSTER ?= taskqueue
 
-.PHONY: venv test lint images kind-e2e crd-sync bench
+.PHONY: venv run test lint images kind-e2e crd-sync bench
 
 venv:
 	python3 -m venv .venv && .venv/bin/pip install -q -c constraints.txt -e '.[test]'
+
+# The broker (REST :8080, gRPC :9090, metrics :9091) on the embedded PostgreSQL, with a demo worker.
+run:
+	python3 -m venv .venv && .venv/bin/pip install -q -c constraints.txt -e . && .venv/bin/tq-broker --demo-worker
 
 test: venv
 	.venv/bin/ruff check . && .venv/bin/mypy && $(PYTHON) -m pytest
@@ -30,4 +34,4 @@ kind-e2e: images
 	IMAGE=$(IMAGE) CLUSTER=$(CLUSTER) bash scripts/kind-e2e.sh
 
 bench:
-	$(PYTHON) bench/bench_submit.py && $(PYTHON) bench/bench_drain.py
+	$(PYTHON) bench/bench_submit.py && $(PYTHON) bench/bench_drain.py && $(PYTHON) bench/bench_events.py
