@@ -8,6 +8,7 @@ from fastapi import APIRouter, Request, Response
 from pydantic import TypeAdapter
 
 from tq_broker.api.errors import ERROR_RESPONSES
+from tq_broker.api.responses import json_response
 from tq_broker.api.security import requires
 from tq_broker.auth import Authenticator
 from tq_broker.keys import ApiKeyStore, Permission
@@ -15,7 +16,6 @@ from tq_client.models import CreatedKey, CreateKeyRequest, KeyInfo
 
 router = APIRouter(prefix="/api/v1/keys", tags=["keys"], dependencies=[requires(Permission.ADMIN)])
 _key_list_json = TypeAdapter(list[KeyInfo])
-JSON = "application/json"
 
 
 def _keys(request: Request) -> ApiKeyStore:
@@ -38,7 +38,7 @@ async def create_key(body: CreateKeyRequest, request: Request) -> Response:
         body.burst,
     )
     created = CreatedKey.model_validate({**row, "key": secret})
-    return Response(created.model_dump_json(), status_code=201, media_type=JSON)
+    return json_response(created, 201)
 
 
 @router.get(
@@ -50,7 +50,7 @@ async def create_key(body: CreateKeyRequest, request: Request) -> Response:
 async def list_keys(request: Request) -> Response:
     rows = await _keys(request).key_list()
     keys = [KeyInfo.model_validate(row) for row in rows]
-    return Response(_key_list_json.dump_json(keys), media_type=JSON)
+    return json_response(_key_list_json.dump_json(keys))
 
 
 @router.delete("/{key_id}", status_code=204, responses=ERROR_RESPONSES, summary="Revoke an API key")

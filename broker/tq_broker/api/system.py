@@ -13,6 +13,7 @@ from pydantic import TypeAdapter
 
 from tq_broker.api.deps import ElectorDep, MetricsDep, SettingsDep, StoreDep
 from tq_broker.api.errors import ERROR_RESPONSES
+from tq_broker.api.responses import json_response
 from tq_broker.api.security import requires
 from tq_broker.errors import InvalidRequest, StoreUnavailable
 from tq_broker.keys import Permission
@@ -20,7 +21,6 @@ from tq_client.models import TASK_TYPE_PATTERN, Health, QueueDepth, Stats, Worke
 
 router = APIRouter(tags=["system"])
 _worker_list_json = TypeAdapter(list[WorkerInfo])
-JSON = "application/json"
 
 
 @router.get(
@@ -30,7 +30,7 @@ JSON = "application/json"
     dependencies=[requires(Permission.READ_TASKS)],
 )
 async def stats(store: StoreDep) -> Response:
-    return Response((await store.stats()).model_dump_json(), media_type=JSON)
+    return json_response(await store.stats())
 
 
 @router.get(
@@ -40,7 +40,7 @@ async def stats(store: StoreDep) -> Response:
     dependencies=[requires(Permission.READ_TASKS)],
 )
 async def workers(store: StoreDep) -> Response:
-    return Response(_worker_list_json.dump_json(await store.worker_list()), media_type=JSON)
+    return json_response(_worker_list_json.dump_json(await store.worker_list()))
 
 
 @router.get(
@@ -58,7 +58,7 @@ async def queue_depth(
         if not re.fullmatch(TASK_TYPE_PATTERN, name):
             raise InvalidRequest(f"task_type: {name!r} is not a valid task type")
     depth = await store.queue_depth(list(dict.fromkeys(task_type)))
-    return Response(depth.model_dump_json(), media_type=JSON)
+    return json_response(depth)
 
 
 @router.get(
@@ -76,14 +76,14 @@ async def health(store: StoreDep, elector: ElectorDep, settings: SettingsDep) ->
             connected_workers=None,
             pending_tasks=None,
         )
-        return Response(body.model_dump_json(), status_code=503, media_type=JSON)
+        return json_response(body, 503)
     body = Health(
         status="healthy",
         is_leader=elector.is_leader,
         connected_workers=counts.connected_workers,
         pending_tasks=counts.pending_tasks,
     )
-    return Response(body.model_dump_json(), media_type=JSON)
+    return json_response(body)
 
 
 @router.get(

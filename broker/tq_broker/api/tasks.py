@@ -11,6 +11,7 @@ from pydantic import TypeAdapter
 
 from tq_broker.api.deps import StoreDep
 from tq_broker.api.errors import ERROR_RESPONSES
+from tq_broker.api.responses import json_response
 from tq_broker.api.security import requires
 from tq_broker.errors import InvalidRequest
 from tq_broker.keys import Permission
@@ -29,11 +30,6 @@ router = APIRouter(prefix="/api/v1/tasks", tags=["tasks"])
 
 IDEMPOTENCY_KEY_PATTERN = re.compile(r"^[\x21-\x7e]{1,255}$")
 _task_list_json = TypeAdapter(list[TaskSummary])
-JSON = "application/json"
-
-
-def _json(body: bytes, status_code: int = 200) -> Response:
-    return Response(content=body, status_code=status_code, media_type=JSON)
 
 
 @router.post(
@@ -55,7 +51,7 @@ async def submit_task(
     if idempotency_key is not None and not IDEMPOTENCY_KEY_PATTERN.match(idempotency_key):
         raise InvalidRequest("Idempotency-Key: 1-255 printable ASCII characters without spaces")
     submitted = await store.task_insert(body, idempotency_key)
-    return _json(submitted.task.model_dump_json().encode(), 201 if submitted.created else 200)
+    return json_response(submitted.task, 201 if submitted.created else 200)
 
 
 @router.post(
@@ -68,7 +64,7 @@ async def submit_task(
 )
 async def submit_batch(body: SubmitBatchRequest, store: StoreDep) -> Response:
     tasks = await store.task_insert_many(list(body.tasks))
-    return _json(SubmitBatchResponse(tasks=tasks).model_dump_json().encode(), 201)
+    return json_response(SubmitBatchResponse(tasks=tasks), 201)
 
 
 async def _method_not_allowed() -> Response:
@@ -94,7 +90,7 @@ for _action in ("batch", "claim", "complete", "fail", "release"):
     summary="Get a task",
 )
 async def get_task(task_id: UUID, store: StoreDep) -> Response:
-    return _json((await store.task_get(task_id)).model_dump_json().encode())
+    return json_response(await store.task_get(task_id))
 
 
 @router.get(
@@ -112,7 +108,7 @@ async def list_tasks(
     offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
 ) -> Response:
     tasks = await store.task_list(status, task_type, limit, offset)
-    return _json(_task_list_json.dump_json(tasks))
+    return json_response(_task_list_json.dump_json(tasks))
 
 
 @router.delete(

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Path, Response
 
 from tq_broker.api.deps import MetricsDep, NotifierDep, SettingsDep, WorkerStoreDep
 from tq_broker.api.errors import ERROR_RESPONSES
+from tq_broker.api.responses import json_response
 from tq_broker.api.security import requires
 from tq_broker.keys import Permission
 from tq_client.models import SubmitTaskResponse, TaskStatus
@@ -29,12 +30,6 @@ from tq_client.protocol import (
 
 router = APIRouter(tags=["workers"])
 WorkerIdPath = Annotated[str, Path(pattern=WORKER_ID_PATTERN)]
-JSON = "application/json"
-
-
-def _json(model: object, status_code: int = 200) -> Response:
-    body = model.model_dump_json()  # type: ignore[attr-defined]
-    return Response(body, status_code=status_code, media_type=JSON)
 
 
 @router.post(
@@ -49,7 +44,7 @@ async def register_worker(
     body: RegisterWorkerRequest, store: WorkerStoreDep, settings: SettingsDep
 ) -> Response:
     await store.worker_register(body)
-    return _json(
+    return json_response(
         RegisterWorkerResponse(
             worker_id=body.worker_id,
             heartbeat_interval_seconds=settings.heartbeat_interval_seconds,
@@ -71,7 +66,7 @@ async def register_worker(
 async def heartbeat(
     worker_id: WorkerIdPath, body: HeartbeatRequest, store: WorkerStoreDep
 ) -> Response:
-    return _json(await store.worker_heartbeat(worker_id, body))
+    return json_response(await store.worker_heartbeat(worker_id, body))
 
 
 @router.delete(
@@ -103,7 +98,7 @@ async def claim(
     wait = min(float(body.wait_seconds), settings.claim_wait_max_seconds)
     claimed = await store.task_claim_waiting(body.worker_id, body.max_tasks, wait, notifier)
     metrics.observe_durations(metrics.queue_wait, claimed.queue_waits)
-    return _json(ClaimResponse(tasks=claimed.tasks))
+    return json_response(ClaimResponse(tasks=claimed.tasks))
 
 
 @router.post(
@@ -116,7 +111,7 @@ async def claim(
 async def complete(body: CompleteRequest, store: WorkerStoreDep, metrics: MetricsDep) -> Response:
     completed = await store.task_complete_many(list(body.tasks))
     metrics.observe_durations(metrics.task_duration, completed.durations)
-    return _json(completed.outcome)
+    return json_response(completed.outcome)
 
 
 @router.post(
@@ -127,7 +122,7 @@ async def complete(body: CompleteRequest, store: WorkerStoreDep, metrics: Metric
     summary="Report failed attempts; stale leases are rejected",
 )
 async def fail(body: FailRequest, store: WorkerStoreDep) -> Response:
-    return _json(await store.task_fail_many(list(body.tasks)))
+    return json_response(await store.task_fail_many(list(body.tasks)))
 
 
 @router.post(
@@ -138,7 +133,7 @@ async def fail(body: FailRequest, store: WorkerStoreDep) -> Response:
     summary="Hand back claimed tasks that never started (no attempt counted)",
 )
 async def release(body: ReleaseRequest, store: WorkerStoreDep) -> Response:
-    return _json(await store.task_release_many(list(body.tasks)))
+    return json_response(await store.task_release_many(list(body.tasks)))
 
 
 @router.post(
@@ -150,4 +145,4 @@ async def release(body: ReleaseRequest, store: WorkerStoreDep) -> Response:
 )
 async def requeue(task_id: UUID, store: WorkerStoreDep) -> Response:
     status = await store.task_requeue(task_id)
-    return _json(SubmitTaskResponse(task_id=task_id, status=TaskStatus(status)))
+    return json_response(SubmitTaskResponse(task_id=task_id, status=TaskStatus(status)))
