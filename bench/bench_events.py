@@ -32,15 +32,20 @@ wrk.headers["Content-Type"] = "application/json"
 
 
 def wrk_rps(url: str, seconds: int, lua: Path) -> float:
-    out = subprocess.run(["wrk", "-t2", "-c16", f"-d{seconds}s", "-s", str(lua), url],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        ["wrk", "-t2", "-c16", f"-d{seconds}s", "-s", str(lua), url],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     match = re.search(r"Requests/sec:\s+([\d.]+)", out)
     assert match, out
     return float(match.group(1))
 
 
-async def subscriber(url: str, received: list[int], ready: asyncio.Event,
-                     stop: asyncio.Event) -> None:
+async def subscriber(
+    url: str, received: list[int], ready: asyncio.Event, stop: asyncio.Event
+) -> None:
     async with websockets.connect(url) as ws:
         await ws.send(json.dumps({"type": "subscribe", "filters": {}}))
         await ws.recv()  # subscribed
@@ -67,9 +72,19 @@ async def main() -> None:
     port = 18777
     env = {**os.environ, "TQ_AUTH": "off", "TQ_METRICS_PORT": "0", "TQ_GRPC_PORT": "0"}
     broker = subprocess.Popen(
-        [str(Path(sys.executable).parent / "tq-broker"), "--port", str(port), "--data-dir",
-         str(work / "data"), "--log-level", "warning"], env=env,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        [
+            str(Path(sys.executable).parent / "tq-broker"),
+            "--port",
+            str(port),
+            "--data-dir",
+            str(work / "data"),
+            "--log-level",
+            "warning",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         for _ in range(120):
@@ -82,21 +97,25 @@ async def main() -> None:
         wrk_rps(f"{base}/api/v1/tasks", 2, lua)  # warm-up
         without, with_sub, delivered = [], [], []
         for _ in range(args.rounds):
-            without.append(await asyncio.to_thread(wrk_rps, f"{base}/api/v1/tasks",
-                                                   args.seconds, lua))
+            without.append(
+                await asyncio.to_thread(wrk_rps, f"{base}/api/v1/tasks", args.seconds, lua)
+            )
             received, ready, stop = [0], asyncio.Event(), asyncio.Event()
-            task = asyncio.create_task(subscriber(f"ws://127.0.0.1:{port}/ws", received,
-                                                  ready, stop))
+            task = asyncio.create_task(
+                subscriber(f"ws://127.0.0.1:{port}/ws", received, ready, stop)
+            )
             await ready.wait()
             await asyncio.sleep(1.5)  # publishers notice a subscriber within about a second
-            with_sub.append(await asyncio.to_thread(wrk_rps, f"{base}/api/v1/tasks",
-                                                    args.seconds, lua))
+            with_sub.append(
+                await asyncio.to_thread(wrk_rps, f"{base}/api/v1/tasks", args.seconds, lua)
+            )
             stop.set()
             await task
             delivered.append(received[0])
             await asyncio.sleep(4)  # the subscriber's registration lapses
         summary = {
-            "without_subscriber_rps": without, "with_subscriber_rps": with_sub,
+            "without_subscriber_rps": without,
+            "with_subscriber_rps": with_sub,
             "events_delivered": delivered,
             "median_without": statistics.median(without),
             "median_with": statistics.median(with_sub),

@@ -49,8 +49,13 @@ class BrokerProcess:
                 stdin=subprocess.DEVNULL,
                 # Auth is tested on purpose (tests/integration/test_auth.py); elsewhere it is off.
                 # The metrics port is off: several brokers run side by side in the tests.
-                env={**os.environ, "TQ_AUTH": "off", "TQ_METRICS_PORT": "0", "TQ_GRPC_PORT": "0",
-                     **self.env},
+                env={
+                    **os.environ,
+                    "TQ_AUTH": "off",
+                    "TQ_METRICS_PORT": "0",
+                    "TQ_GRPC_PORT": "0",
+                    **self.env,
+                },
             )
         if wait:
             self.wait_healthy()

@@ -97,7 +97,9 @@ def _server_user() -> str | None:
 
 
 def _die_with_parent() -> None:
-    # Runs in the child after the uid change (which would clear the setting).
+    # Runs in the child after the uid change (which would clear the setting). The "parent" is
+    # the thread that started the server: start it from a thread that lives as long as the
+    # process (the chaos tests restart it from the main thread for this reason).
     libc = ctypes.CDLL("libc.so.6", use_errno=True)
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGINT)
 
