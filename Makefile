@@ -41,3 +41,12 @@ bench:
 .PHONY: soak
 soak:
 	$(PYTHON) bench/bench_soak.py --minutes 30 --hold-minutes 10 --recovery-minutes 3 --name soak
+
+# The long chaos profile: faults drawn from a seed for CHAOS_MINUTES (a third of them paired),
+# then heal, drain and check the whole history. Summary printed; history kept in artifacts/.
+# Replay a run with CHAOS_SEED=<the printed seed>.
+CHAOS_MINUTES ?= 15
+.PHONY: chaos
+chaos: venv
+	TQ_CHAOS_PROFILE=long TQ_CHAOS_MINUTES=$(CHAOS_MINUTES) $(if $(CHAOS_SEED),TQ_CHAOS_SEED=$(CHAOS_SEED)) \
+		$(PYTHON) -m pytest tests/chaos -p no:cacheprovider -rA

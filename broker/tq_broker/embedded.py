@@ -225,6 +225,8 @@ class EmbeddedPostgres:
             "fsync": "on" if self.durable else "off",
             "synchronous_commit": "on" if self.durable else "off",
             "full_page_writes": "on" if self.durable else "off",
+            # docs/operations.md: the dead-tuple saw-tooth on tq_tasks is ~naptime x 3 x rate.
+            "autovacuum_naptime": "15s",
         }
         args = [str(bindir / "postgres"), "-D", str(self.pgdata)]
         for key, value in settings.items():

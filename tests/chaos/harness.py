@@ -1,0 +1,396 @@
+"""The chaos cluster: one PostgreSQL, three broker replicas, four workers (one of them behind a
+link that can be cut), clients that submit and cancel continuously and record every call.
+
+Clients are Jepsen-style: each call is recorded as invoked and then ok, fail or info
+(unknown). An unknown submit is retried with the same idempotency key, as a careful client
+would; every retry is recorded too.
+"""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import json
+import os
+import random
+import secrets
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+
+from tq_broker.embedded import EmbeddedPostgres
+
+from ..acceptance.cluster import FAST_BROKER_ENV
+from ..processes import BrokerProcess
+from .history import History, OpType
+from .partition import Link, make_link
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+LEASE_TTL_SECONDS = float(FAST_BROKER_ENV["TQ_LEASE_TTL_SECONDS"])
+CLIENT_TIMEOUT_SECONDS = 3.0  # shorter than a paused broker stays paused: unknown outcomes
+TERMINAL = ("completed", "dead_letter", "cancelled")
+WORKER_START_TIMEOUT_SECONDS = 60.0
+WORKER_DRAIN_SECONDS = 3
+
+
+@dataclass
+class ChaosWorker:
+    name: str
+    link_command: Any  # Callable[[list[str]], list[str]]
+    broker_url: str
+    execution_log: Path
+    log_path: Path
+    env: dict[str, str]
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> ChaosWorker:
+        argv = [
+            sys.executable, "-m", "tq_worker",
+            "--app", "tests.chaos.chaos_app:worker",
+            "--broker-url", self.broker_url,
+            "--concurrency", "4",
+            "--drain-seconds", str(WORKER_DRAIN_SECONDS),
+        ]  # fmt: skip
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                self.link_command(argv),
+                cwd=REPO_ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env={**os.environ, "TQ_TEST_EXECUTION_LOG": str(self.execution_log), **self.env},
+            )
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def signal(self, sig: signal.Signals) -> None:
+        if self.alive():
+            assert self.process is not None
+            self.process.send_signal(sig)
+
+    def wait_exit(self, timeout: float) -> None:
+        if self.alive():
+            assert self.process is not None
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+                raise RuntimeError(f"{self.name} did not exit {timeout:g}s after SIGTERM") from None
+
+    def stop(self) -> None:
+        if self.alive():
+            assert self.process is not None
+            self.process.send_signal(signal.SIGCONT)
+            self.process.terminate()
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+
+
+@dataclass
+class ChaosCluster:
+    pg: EmbeddedPostgres
+    workdir: Path
+    use_namespace: bool
+    api_key: str = field(default_factory=lambda: "tq_chaos_" + secrets.token_hex(16))
+    brokers: list[BrokerProcess] = field(default_factory=list)
+    workers: list[ChaosWorker] = field(default_factory=list)
+    link: Link = field(init=False)
+    partitioned_worker: ChaosWorker = field(init=False)
+    faulted_workers: list[ChaosWorker] = field(default_factory=list)
+    draining_workers: list[ChaosWorker] = field(default_factory=list)
+    clients: Clients | None = None
+    faulted_brokers: list[BrokerProcess] = field(default_factory=list)
+    burners: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    @property
+    def execution_log(self) -> Path:
+        return self.workdir / "executions.log"
+
+    @property
+    def conninfo(self) -> str:
+        return self.pg.conninfo()
+
+    def start(self, broker_count: int = 3, worker_count: int = 4) -> None:
+        env = {
+            **FAST_BROKER_ENV,
+            "TQ_AUTH": "on",
+            "TQ_ADMIN_API_KEY": self.api_key,
+            "TQ_RATE_LIMIT_PER_SECOND": "1000000",
+            "TQ_RATE_LIMIT_BURST": "1000000",
+            "TQ_RETENTION_SECONDS": "86400",  # the checker reads every task afterwards
+        }
+        # Listening beyond loopback lets the namespaced worker reach a broker (auth is on).
+        host = ["--host", "0.0.0.0"] if self.use_namespace else []
+        for n in range(broker_count):
+            broker = BrokerProcess(
+                ["--database-url", self.pg.url(), *host], self.workdir / f"broker-{n}.log", env=env
+            )
+            self.brokers.append(broker.start())
+        self.link = make_link(self.brokers[0].port, self.use_namespace)
+        worker_env = {"TQ_API_KEY": self.api_key}
+        for n in range(worker_count):
+            partitioned = n == worker_count - 1
+            worker = ChaosWorker(
+                f"w{n}",
+                self.link.command if partitioned else (lambda argv: argv),
+                self.link.broker_url() if partitioned else self.brokers[n % broker_count].url,
+                self.execution_log,
+                self.workdir / f"worker-{n}.log",
+                worker_env,
+            )
+            self.workers.append(worker.start())
+        self.partitioned_worker = self.workers[-1]
+        self.wait_workers_registered(worker_count, WORKER_START_TIMEOUT_SECONDS)
+
+    def wait_workers_registered(self, count: int, timeout: float) -> None:
+        """Load starts only once every worker can take it: a task submitted before that waits
+        for worker start-up, not for the faults the run is about."""
+        deadline = time.monotonic() + timeout
+        with psycopg.connect(self.conninfo, autocommit=True) as conn:
+            while True:
+                row = conn.execute(
+                    "SELECT count(*) FROM tq_workers WHERE status <> 'offline'"
+                ).fetchone()
+                assert row is not None
+                if row[0] >= count:
+                    return
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{row[0]} of {count} workers registered in {timeout:g}s")
+                time.sleep(0.2)
+
+    def leader(self) -> BrokerProcess | None:
+        for broker in self.brokers:
+            if broker.process is None or broker.process.poll() is not None:
+                continue
+            try:
+                if httpx.get(f"{broker.url}/health", timeout=1).json().get("is_leader"):
+                    return broker
+            except (httpx.HTTPError, ValueError):
+                continue
+        return None
+
+    def heal_all(self) -> None:
+        for burner in self.burners:
+            burner.kill()
+        self.link.heal()
+        for worker in self.workers:
+            worker.signal(signal.SIGCONT)
+            if not worker.alive():
+                worker.start()
+        for broker in self.brokers:
+            if broker.process is not None and broker.process.poll() is None:
+                broker.signal(signal.SIGCONT)
+            else:
+                broker.start(wait=True)
+
+    def stop(self) -> None:
+        for burner in self.burners:
+            burner.kill()
+        for worker in self.workers:
+            worker.stop()
+        for broker in self.brokers:
+            broker.stop()
+        if hasattr(self, "link"):
+            self.link.close()
+
+    def unfinished(self) -> int:
+        with psycopg.connect(self.conninfo, autocommit=True) as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM tq_tasks WHERE status <> ALL(%s)", (list(TERMINAL),)
+            ).fetchone()
+        assert row is not None
+        return int(row[0])
+
+    def wait_drained(self, timeout: float) -> int:
+        """Seconds until every stored task was terminal; raises after `timeout`."""
+        started = time.monotonic()
+        while (left := self.unfinished()) > 0:
+            if time.monotonic() - started > timeout:
+                raise TimeoutError(f"{left} tasks not terminal {timeout:g}s after the heal")
+            time.sleep(0.5)
+        return round(time.monotonic() - started)
+
+
+class Clients:
+    """Submitters (one per broker) and a canceller, on threads, recording into `history`."""
+
+    def __init__(self, cluster: ChaosCluster, history: History, rate_per_second: float) -> None:
+        self.cluster = cluster
+        self.history = history
+        self.rate_per_second = rate_per_second
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._cancellable: list[tuple[str, str]] = []  # (task_id, key) scheduled in the future
+        self._lock = threading.Lock()
+        self._keys = itertools.count()
+        self.errors: list[str] = []  # anything unexpected in a client: a failed run
+        self._headers = {"Authorization": f"Bearer {cluster.api_key}"}
+
+    def start(self) -> None:
+        """One submitter per broker (started by now), together at `rate_per_second`."""
+        submitters = len(self.cluster.brokers)
+        assert submitters > 0, "start the cluster before its clients"
+        self.cluster.clients = self  # some faults bring their own load (a burst)
+        interval = submitters / self.rate_per_second
+        for n in range(submitters):
+            self._threads.append(
+                threading.Thread(target=self._submit_loop, args=(n, interval), daemon=True)
+            )
+        self._threads.append(threading.Thread(target=self._cancel_loop, daemon=True))
+        for thread in self._threads:
+            thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(60)
+
+    def _body(self, key: str, rng: random.Random) -> tuple[dict[str, Any], bool]:
+        spec = {
+            "key": key,
+            "sleep": round(rng.choice([0, 0.02, 0.1, 0.3]), 2),
+            "fail_ratio": rng.choice([0, 0, 0, 0.3]),
+        }
+        body: dict[str, Any] = {
+            "task_type": "chaos",
+            "payload": base64.b64encode(json.dumps(spec).encode()).decode(),
+            "priority": rng.randrange(0, 256),
+            "max_retries": rng.randrange(0, 4),
+            "timeout_seconds": 30,
+        }
+        scheduled = rng.random() < 0.2
+        if scheduled:
+            at = datetime.now(UTC) + timedelta(seconds=rng.uniform(1, 3))
+            body["schedule_at"] = at.isoformat().replace("+00:00", "Z")
+        return body, scheduled
+
+    def burst(self, count: int) -> None:
+        """`count` slow tasks at once, from one thread per broker: a backlog, so that every
+        worker holds claimed tasks it has not started yet (its prefetch)."""
+
+        def submit_some(n: int) -> None:
+            process = f"burst-{n}"
+            spec = {"sleep": 0.3, "fail_ratio": 0}
+            with httpx.Client(headers=self._headers, timeout=CLIENT_TIMEOUT_SECONDS) as client:
+                for _ in range(count // len(self.cluster.brokers)):
+                    key = f"burst-{n}-{next(self._keys)}"
+                    payload = json.dumps({**spec, "key": key}).encode()
+                    body = {
+                        "task_type": "chaos",
+                        "payload": base64.b64encode(payload).decode(),
+                        "max_retries": 2,
+                        "timeout_seconds": 30,
+                    }
+                    self._submit(client, process, n, key, body)
+
+        threads = [
+            threading.Thread(target=submit_some, args=(n,), daemon=True)
+            for n in range(len(self.cluster.brokers))
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+
+    def _submit_loop(self, n: int, interval: float) -> None:
+        rng = random.Random(n)
+        process = f"submitter-{n}"
+        with httpx.Client(headers=self._headers, timeout=CLIENT_TIMEOUT_SECONDS) as client:
+            target = n
+            while not self._stop.is_set():
+                key = f"chaos-{n}-{next(self._keys)}"
+                body, scheduled = self._body(key, rng)
+                for attempt in range(4):  # the first try and up to three retries of an unknown
+                    outcome, task_id = self._submit(client, process, target, key, body)
+                    if outcome == "ok":
+                        if scheduled and task_id is not None:
+                            with self._lock:
+                                self._cancellable.append((task_id, key))
+                        break
+                    if outcome == "fail-refused":  # that broker is down: a Service would move on
+                        target = (target + 1) % len(self.cluster.brokers)
+                        break
+                    if outcome == "fail":
+                        break
+                    self._stop.wait(0.5 * (attempt + 1))
+                self._stop.wait(interval)
+
+    def _submit(
+        self, client: httpx.Client, process: str, target: int, key: str, body: dict[str, Any]
+    ) -> tuple[str, str | None]:
+        url = f"{self.cluster.brokers[target].url}/api/v1/tasks"
+        self.history.record(process, "invoke", "submit", key)
+        try:
+            response = client.post(url, json=body, headers={"Idempotency-Key": key})
+        except httpx.ConnectError as error:  # nothing was sent
+            self.history.record(process, "fail", "submit", key, detail=repr(error))
+            return "fail-refused", None
+        except httpx.HTTPError as error:
+            self.history.record(process, "info", "submit", key, detail=repr(error))
+            return "info", None
+        except Exception as error:  # the client's own bug: keep the history whole, and fail
+            self.errors.append(f"{process}: {error!r}")
+            self.history.record(process, "info", "submit", key, detail=repr(error))
+            return "info", None
+        if response.status_code in (200, 201):
+            task_id = str(response.json()["task_id"])
+            self.history.record(process, "ok", "submit", key, task_id=task_id)
+            return "ok", task_id
+        detail = f"{response.status_code} {response.text[:200]}"
+        if response.status_code >= 500:  # it may have committed before it failed to answer
+            self.history.record(process, "info", "submit", key, detail=detail)
+            return "info", None
+        self.history.record(process, "fail", "submit", key, detail=detail)
+        return "fail", None
+
+    def _cancel_loop(self) -> None:
+        rng = random.Random(99)
+        with httpx.Client(headers=self._headers, timeout=CLIENT_TIMEOUT_SECONDS) as client:
+            while not self._stop.is_set():
+                self._stop.wait(0.3)
+                with self._lock:
+                    if not self._cancellable:
+                        continue
+                    task_id, key = self._cancellable.pop(rng.randrange(len(self._cancellable)))
+                broker = rng.choice(self.cluster.brokers)
+                self.history.record("canceller", "invoke", "cancel", key, task_id=task_id)
+                try:
+                    response = client.delete(f"{broker.url}/api/v1/tasks/{task_id}")
+                except httpx.ConnectError as error:
+                    self.history.record("canceller", "fail", "cancel", key, task_id, repr(error))
+                    continue
+                except httpx.HTTPError as error:
+                    self.history.record("canceller", "info", "cancel", key, task_id, repr(error))
+                    continue
+                except Exception as error:
+                    self.errors.append(f"canceller: {error!r}")
+                    self.history.record("canceller", "info", "cancel", key, task_id, repr(error))
+                    continue
+                outcome: OpType = (
+                    "ok" if response.status_code == 204
+                    else "info" if response.status_code >= 500
+                    else "fail"
+                )  # fmt: skip
+                self.history.record(
+                    "canceller", outcome, "cancel", key, task_id, str(response.status_code)
+                )
