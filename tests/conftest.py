@@ -68,6 +68,19 @@ def drop_database(server: EmbeddedPostgres, name: str) -> None:
 
 
 @pytest.fixture
+def own_postgres() -> Iterator[EmbeddedPostgres]:
+    """A durable PostgreSQL of the test's own, for tests that kill and restart it."""
+    base = Path(tempfile.mkdtemp(prefix="tq-own-pg-"))
+    os.chmod(base, 0o755)  # reachable by the unprivileged server user when we are root
+    server = EmbeddedPostgres(base).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
 def database(pg: EmbeddedPostgres) -> Iterator[str]:
     """The name of a fresh, migrated, empty database."""
     name = create_database(pg)

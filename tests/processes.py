@@ -1,4 +1,5 @@
-"""Real broker processes for acceptance tests: start, wait until healthy, signal, restart."""
+"""Real broker and worker processes for the acceptance and chaos tiers: start, wait until
+healthy, signal, restart."""
 
 from __future__ import annotations
 
@@ -8,12 +9,14 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 
 BROKER_START_TIMEOUT_SECONDS = 60.0
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def free_port() -> int:
@@ -90,6 +93,83 @@ class BrokerProcess:
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGCONT)
+            self.process.terminate()
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+
+
+def _unwrapped(argv: list[str]) -> list[str]:
+    return argv
+
+
+@dataclass
+class WorkerProcess:
+    """`python -m tq_worker` running `app`, each handler run logged to `execution_log`.
+
+    `wrap` turns the command into the one to run (the chaos tier runs a worker inside a
+    network namespace with `ip netns exec`, which execs: the pid stays the worker's)."""
+
+    broker_url: str
+    app: str
+    execution_log: Path
+    log_path: Path
+    name: str = "worker"
+    concurrency: int = 4
+    drain_seconds: float = 5
+    env: dict[str, str] = field(default_factory=dict)
+    wrap: Callable[[list[str]], list[str]] = _unwrapped
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> WorkerProcess:
+        argv = [
+            sys.executable, "-m", "tq_worker",
+            "--app", self.app,
+            "--broker-url", self.broker_url,
+            "--concurrency", str(self.concurrency),
+            "--drain-seconds", f"{self.drain_seconds:g}",
+        ]  # fmt: skip
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                self.wrap(argv),
+                cwd=REPO_ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env={**os.environ, "TQ_TEST_EXECUTION_LOG": str(self.execution_log), **self.env},
+            )
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def signal(self, sig: signal.Signals) -> None:
+        if self.alive():
+            assert self.process is not None
+            self.process.send_signal(sig)
+
+    def wait_exit(self, timeout: float) -> None:
+        """After SIGTERM: the drain must end by itself within `timeout`."""
+        if self.alive():
+            assert self.process is not None
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+                raise RuntimeError(f"{self.name} did not exit {timeout:g}s after SIGTERM") from None
+
+    def stop(self) -> None:
+        if self.alive():
+            assert self.process is not None
             self.process.send_signal(signal.SIGCONT)
             self.process.terminate()
             try:

@@ -10,10 +10,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-import signal
-import subprocess
-import sys
 import threading
 import time
 from collections import defaultdict
@@ -25,9 +21,8 @@ import httpx
 import psycopg
 from psycopg.rows import dict_row
 
-from ..processes import BrokerProcess
+from ..processes import BrokerProcess, WorkerProcess
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 TERMINAL = {"completed", "dead_letter", "cancelled"}
 
 # Short leases so that faults resolve in seconds, not minutes.
@@ -43,62 +38,6 @@ FAST_BROKER_ENV = {
     "TQ_CLAIM_POLL_INTERVAL_SECONDS": "0.2",
     "TQ_POOL_TIMEOUT_SECONDS": "2",
 }
-
-
-@dataclass
-class WorkerProcess:
-    broker_url: str
-    execution_log: Path
-    log_path: Path
-    concurrency: int = 4
-    process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> WorkerProcess:
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "tq_worker",
-                    "--app",
-                    "tests.acceptance.fault_app:worker",
-                    "--broker-url",
-                    self.broker_url,
-                    "--concurrency",
-                    str(self.concurrency),
-                    "--drain-seconds",
-                    "5",
-                ],
-                cwd=REPO_ROOT,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env={**os.environ, "TQ_TEST_EXECUTION_LOG": str(self.execution_log)},
-            )
-        return self
-
-    @property
-    def pid(self) -> int:
-        assert self.process is not None
-        return self.process.pid
-
-    def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def signal(self, sig: signal.Signals) -> None:
-        assert self.process is not None
-        self.process.send_signal(sig)
-
-    def stop(self) -> None:
-        if self.alive():
-            assert self.process is not None
-            self.process.send_signal(signal.SIGCONT)
-            self.process.terminate()
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
 
 
 @dataclass
@@ -261,8 +200,10 @@ class Cluster:
         n = len(self.workers)
         worker = WorkerProcess(
             broker.url,
+            "tests.acceptance.fault_app:worker",
             self.execution_log,
             self.workdir / f"worker-{n}.log",
+            name=f"worker-{n}",
             concurrency=concurrency,
         )
         self.workers.append(worker.start())

@@ -161,22 +161,6 @@ def test_cancelled_tasks_are_never_claimed_after_the_204(cluster: Cluster) -> No
     assert report["statuses"].get("cancelled") == len(history.cancelled_at)  # type: ignore[union-attr]
 
 
-@pytest.fixture
-def own_postgres(tmp_path: Path) -> Iterator[EmbeddedPostgres]:
-    import os
-    import shutil
-    import tempfile
-
-    base = Path(tempfile.mkdtemp(prefix="tq-pg-restart-"))
-    os.chmod(base, 0o755)
-    server = EmbeddedPostgres(base).start()
-    try:
-        yield server
-    finally:
-        server.stop()
-        shutil.rmtree(base, ignore_errors=True)
-
-
 def test_postgres_restart_under_load_gives_prompt_503s_then_recovers_losing_nothing(
     own_postgres: EmbeddedPostgres, tmp_path: Path
 ) -> None:

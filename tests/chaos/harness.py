@@ -11,12 +11,10 @@ from __future__ import annotations
 import base64
 import itertools
 import json
-import os
 import random
 import secrets
 import signal
 import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -30,80 +28,15 @@ import psycopg
 from tq_broker.embedded import EmbeddedPostgres
 
 from ..acceptance.cluster import FAST_BROKER_ENV
-from ..processes import BrokerProcess
+from ..processes import BrokerProcess, WorkerProcess
 from .history import History, OpType
 from .partition import Link, make_link
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 LEASE_TTL_SECONDS = float(FAST_BROKER_ENV["TQ_LEASE_TTL_SECONDS"])
 CLIENT_TIMEOUT_SECONDS = 3.0  # shorter than a paused broker stays paused: unknown outcomes
 TERMINAL = ("completed", "dead_letter", "cancelled")
 WORKER_START_TIMEOUT_SECONDS = 60.0
 WORKER_DRAIN_SECONDS = 3
-
-
-@dataclass
-class ChaosWorker:
-    name: str
-    link_command: Any  # Callable[[list[str]], list[str]]
-    broker_url: str
-    execution_log: Path
-    log_path: Path
-    env: dict[str, str]
-    process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> ChaosWorker:
-        argv = [
-            sys.executable, "-m", "tq_worker",
-            "--app", "tests.chaos.chaos_app:worker",
-            "--broker-url", self.broker_url,
-            "--concurrency", "4",
-            "--drain-seconds", str(WORKER_DRAIN_SECONDS),
-        ]  # fmt: skip
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(
-                self.link_command(argv),
-                cwd=REPO_ROOT,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env={**os.environ, "TQ_TEST_EXECUTION_LOG": str(self.execution_log), **self.env},
-            )
-        return self
-
-    @property
-    def pid(self) -> int:
-        assert self.process is not None
-        return self.process.pid
-
-    def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def signal(self, sig: signal.Signals) -> None:
-        if self.alive():
-            assert self.process is not None
-            self.process.send_signal(sig)
-
-    def wait_exit(self, timeout: float) -> None:
-        if self.alive():
-            assert self.process is not None
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
-                raise RuntimeError(f"{self.name} did not exit {timeout:g}s after SIGTERM") from None
-
-    def stop(self) -> None:
-        if self.alive():
-            assert self.process is not None
-            self.process.send_signal(signal.SIGCONT)
-            self.process.terminate()
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
 
 
 @dataclass
@@ -113,11 +46,11 @@ class ChaosCluster:
     use_namespace: bool
     api_key: str = field(default_factory=lambda: "tq_chaos_" + secrets.token_hex(16))
     brokers: list[BrokerProcess] = field(default_factory=list)
-    workers: list[ChaosWorker] = field(default_factory=list)
+    workers: list[WorkerProcess] = field(default_factory=list)
     link: Link = field(init=False)
-    partitioned_worker: ChaosWorker = field(init=False)
-    faulted_workers: list[ChaosWorker] = field(default_factory=list)
-    draining_workers: list[ChaosWorker] = field(default_factory=list)
+    partitioned_worker: WorkerProcess = field(init=False)
+    faulted_workers: list[WorkerProcess] = field(default_factory=list)
+    draining_workers: list[WorkerProcess] = field(default_factory=list)
     clients: Clients | None = None
     faulted_brokers: list[BrokerProcess] = field(default_factory=list)
     burners: list[subprocess.Popen[bytes]] = field(default_factory=list)
@@ -150,14 +83,17 @@ class ChaosCluster:
         worker_env = {"TQ_API_KEY": self.api_key}
         for n in range(worker_count):
             partitioned = n == worker_count - 1
-            worker = ChaosWorker(
-                f"w{n}",
-                self.link.command if partitioned else (lambda argv: argv),
+            worker = WorkerProcess(
                 self.link.broker_url() if partitioned else self.brokers[n % broker_count].url,
+                "tests.chaos.chaos_app:worker",
                 self.execution_log,
                 self.workdir / f"worker-{n}.log",
-                worker_env,
+                name=f"w{n}",
+                drain_seconds=WORKER_DRAIN_SECONDS,
+                env=worker_env,
             )
+            if partitioned:
+                worker.wrap = self.link.command
             self.workers.append(worker.start())
         self.partitioned_worker = self.workers[-1]
         self.wait_workers_registered(worker_count, WORKER_START_TIMEOUT_SECONDS)

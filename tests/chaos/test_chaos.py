@@ -8,9 +8,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 
@@ -18,10 +16,11 @@ import pytest
 
 from tq_broker.embedded import EmbeddedPostgres
 
+from ..processes import REPO_ROOT
 from .audit import Transition, install, read_transitions
 from .checker import StoredTask, check, read_tasks
 from .conftest import SUMMARIES
-from .harness import LEASE_TTL_SECONDS, REPO_ROOT, ChaosCluster, Clients
+from .harness import LEASE_TTL_SECONDS, ChaosCluster, Clients
 from .history import History, read_runs
 from .nemesis import Nemesis, Profile, long_profile, short_profile
 from .partition import netns_available
@@ -30,18 +29,6 @@ pytestmark = pytest.mark.chaos
 
 DRAIN_TIMEOUT_SECONDS = 120
 SUBMITS_PER_SECOND = 30
-
-
-@pytest.fixture
-def own_postgres() -> Iterator[EmbeddedPostgres]:
-    base = Path(tempfile.mkdtemp(prefix="tq-chaos-pg-"))
-    os.chmod(base, 0o755)  # reachable by the unprivileged server user when we are root
-    server = EmbeddedPostgres(base).start()
-    try:
-        yield server
-    finally:
-        server.stop()
-        shutil.rmtree(base, ignore_errors=True)
 
 
 def chosen_profile() -> Profile:
