@@ -55,10 +55,14 @@ def test_metrics_count_a_known_workload(metered: TestClient) -> None:
     deadline = time.monotonic() + 15
     while True:
         found = samples(api.get("/metrics").text)
-        # A snapshot taken mid-workload may still show the claimed tasks: wait for the end state.
-        # Registered (mid-workload) and nothing in progress (after the last report).
-        settled = value(found, "tq_workers_connected") == 1
-        if settled and value(found, "tq_tasks_in_progress") == 0:
+        # The leader's snapshot may be from any moment of the workload: wait for one taken after
+        # the submits (a normal "a" pending), the registration, the claim (the priority-250 task
+        # no longer pending) and the last report (nothing in progress). Before the claim,
+        # nothing is in progress either: that alone does not tell the end state.
+        submitted = value(found, "tq_tasks_pending", task_type="a", priority="normal") is not None
+        claimed = value(found, "tq_tasks_pending", task_type="a", priority="high") is None
+        registered = value(found, "tq_workers_connected") == 1
+        if submitted and claimed and registered and value(found, "tq_tasks_in_progress") == 0:
             break
         assert time.monotonic() < deadline, "the leader never exported the queue state"
         time.sleep(0.1)
