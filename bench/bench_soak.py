@@ -74,13 +74,6 @@ HOT_TABLES = ("tq_tasks", "tq_workers", "tq_rate_buckets", "tq_event_listeners")
 PROBE_TYPE = "soak_probe"
 
 
-def _loadavg() -> list[float]:
-    try:
-        return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
-    except (OSError, ValueError):
-        return []
-
-
 # -- the system under test ------------------------------------------------------------------
 
 
@@ -573,7 +566,7 @@ class Sampler:
         row = {
             "t": now,
             "phase": phase,
-            "loadavg": _loadavg(),
+            "loadavg": list(os.getloadavg()),
             "cpu_psi": cpu_pressure(),
             "cpu_pct": cpu_pct,
             "rss_mib": {

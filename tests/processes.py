@@ -19,6 +19,32 @@ BROKER_START_TIMEOUT_SECONDS = 60.0
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
+def stop_process(process: subprocess.Popen[bytes] | None) -> None:
+    """SIGTERM (after SIGCONT: a paused process would never see it), then SIGKILL after 20 s."""
+    if process is None or process.poll() is not None:
+        return
+    process.send_signal(signal.SIGCONT)
+    process.terminate()
+    try:
+        process.wait(20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(10)
+
+
+def leader_of(brokers: list[BrokerProcess]) -> BrokerProcess | None:
+    """The running broker whose /health says it leads, if any answers so."""
+    for broker in brokers:
+        if not broker.alive():
+            continue
+        try:
+            if httpx.get(f"{broker.url}/health", timeout=1).json().get("is_leader"):
+                return broker
+        except (httpx.HTTPError, ValueError):
+            continue
+    return None
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -85,21 +111,25 @@ class BrokerProcess:
         assert self.process is not None
         self.process.send_signal(sig)
 
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def revive(self) -> None:
+        """After a fault: a paused broker continues, a dead one starts again."""
+        if self.alive():
+            self.signal(signal.SIGCONT)
+        else:
+            self.start(wait=True)
+
     def kill(self) -> None:
         """SIGKILL: no shutdown code runs."""
-        if self.process and self.process.poll() is None:
+        if self.alive():
+            assert self.process is not None
             self.process.kill()
             self.process.wait(10)
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGCONT)
-            self.process.terminate()
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
+        stop_process(self.process)
 
 
 def _unwrapped(argv: list[str]) -> list[str]:
@@ -167,13 +197,12 @@ class WorkerProcess:
                 self.process.wait(10)
                 raise RuntimeError(f"{self.name} did not exit {timeout:g}s after SIGTERM") from None
 
+    def revive(self) -> None:
+        """After a fault: a paused worker continues, a dead one starts again (as Kubernetes
+        restarts a crashed pod)."""
+        self.signal(signal.SIGCONT)
+        if not self.alive():
+            self.start()
+
     def stop(self) -> None:
-        if self.alive():
-            assert self.process is not None
-            self.process.send_signal(signal.SIGCONT)
-            self.process.terminate()
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
+        stop_process(self.process)

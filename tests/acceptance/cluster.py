@@ -21,7 +21,7 @@ import httpx
 import psycopg
 from psycopg.rows import dict_row
 
-from ..processes import BrokerProcess, WorkerProcess
+from ..processes import BrokerProcess, WorkerProcess, leader_of
 
 TERMINAL = {"completed", "dead_letter", "cancelled"}
 
@@ -210,15 +210,7 @@ class Cluster:
         return worker
 
     def leader(self) -> BrokerProcess | None:
-        for broker in self.brokers:
-            if broker.process is None or broker.process.poll() is not None:
-                continue
-            try:
-                if httpx.get(f"{broker.url}/health", timeout=1).json().get("is_leader"):
-                    return broker
-            except (httpx.HTTPError, ValueError):
-                continue
-        return None
+        return leader_of(self.brokers)
 
     def stop(self) -> None:
         for worker in self.workers:

@@ -100,11 +100,6 @@ def claims(trail: list[Transition]) -> list[Claim]:
     return found
 
 
-def attempts(trail: list[Transition]) -> int:
-    """Claims that were not handed back unstarted."""
-    return sum(1 for claim in claims(trail) if not claim.handed_back)
-
-
 def check(
     ops: list[Op],
     stored_tasks: list[StoredTask],
@@ -167,7 +162,7 @@ def check(
 
     latencies: list[float] = []
     statuses: dict[str, int] = defaultdict(int)
-    total_attempts = 0
+    total_attempts = handed_back = 0
     for key, stored in tasks.items():
         task_id = stored.task_id
         statuses[stored.status] += 1
@@ -187,8 +182,9 @@ def check(
             bad(f"changed after its terminal state: {task_id}")
 
         task_claims = claims(trail)
-        tries = attempts(trail)
+        tries = sum(1 for c in task_claims if not c.handed_back)
         total_attempts += tries
+        handed_back += len(task_claims) - tries
         if tries > stored.max_retries + 1:
             bad(
                 f"too many attempts: {task_id} was claimed {tries} times, "
@@ -246,9 +242,7 @@ def check(
         "attempts": total_attempts,
         "handler runs": len(runs),
         "runs cut short": sum(1 for r in runs if r.outcome == "none"),
-        "claims handed back": sum(
-            1 for trail in transitions.values() for c in claims(trail) if c.handed_back
-        ),
+        "claims handed back": handed_back,
         "finish latency p50 s": round(statistics.median(latencies), 2) if latencies else None,
         "finish latency max s": round(max(latencies), 2) if latencies else None,
         "bound s": bound_seconds,

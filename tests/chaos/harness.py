@@ -13,7 +13,6 @@ import itertools
 import json
 import random
 import secrets
-import signal
 import subprocess
 import threading
 import time
@@ -28,7 +27,7 @@ import psycopg
 from tq_broker.embedded import EmbeddedPostgres
 
 from ..acceptance.cluster import FAST_BROKER_ENV
-from ..processes import BrokerProcess, WorkerProcess
+from ..processes import BrokerProcess, WorkerProcess, leader_of
 from .history import History, OpType
 from .partition import Link, make_link
 
@@ -115,33 +114,24 @@ class ChaosCluster:
                 time.sleep(0.2)
 
     def leader(self) -> BrokerProcess | None:
-        for broker in self.brokers:
-            if broker.process is None or broker.process.poll() is not None:
-                continue
-            try:
-                if httpx.get(f"{broker.url}/health", timeout=1).json().get("is_leader"):
-                    return broker
-            except (httpx.HTTPError, ValueError):
-                continue
-        return None
+        return leader_of(self.brokers)
+
+    def feed_cpu(self) -> None:
+        while self.burners:
+            burner = self.burners.pop()
+            burner.kill()
+            burner.wait(10)
 
     def heal_all(self) -> None:
-        for burner in self.burners:
-            burner.kill()
+        self.feed_cpu()
         self.link.heal()
         for worker in self.workers:
-            worker.signal(signal.SIGCONT)
-            if not worker.alive():
-                worker.start()
+            worker.revive()
         for broker in self.brokers:
-            if broker.process is not None and broker.process.poll() is None:
-                broker.signal(signal.SIGCONT)
-            else:
-                broker.start(wait=True)
+            broker.revive()
 
     def stop(self) -> None:
-        for burner in self.burners:
-            burner.kill()
+        self.feed_cpu()
         for worker in self.workers:
             worker.stop()
         for broker in self.brokers:

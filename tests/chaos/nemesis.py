@@ -33,26 +33,23 @@ class Fault:
     heal: Callable[[ChaosCluster], None]
 
 
-def _kill_worker(c: ChaosCluster) -> str:
-    worker = random.choice(c.workers)
-    worker.signal(signal.SIGKILL)
-    c.faulted_workers.append(worker)
-    return f"kill -9 worker {worker.name} (pid {worker.pid})"
+def _signal_worker(sig: signal.Signals, what: str) -> Callable[[ChaosCluster], str]:
+    def start(c: ChaosCluster) -> str:
+        worker = random.choice(c.workers)
+        worker.signal(sig)
+        c.faulted_workers.append(worker)
+        return f"{what} worker {worker.name} (pid {worker.pid})"
+
+    return start
+
+
+_kill_worker = _signal_worker(signal.SIGKILL, "kill -9")
+_pause_worker = _signal_worker(signal.SIGSTOP, "SIGSTOP")
 
 
 def _restart_workers(c: ChaosCluster) -> None:
     while c.faulted_workers:
-        worker = c.faulted_workers.pop()
-        worker.signal(signal.SIGCONT)
-        if not worker.alive():
-            worker.start()  # what Kubernetes does for a crashed pod
-
-
-def _pause_worker(c: ChaosCluster) -> str:
-    worker = random.choice(c.workers)
-    worker.signal(signal.SIGSTOP)
-    c.faulted_workers.append(worker)
-    return f"SIGSTOP worker {worker.name} (pid {worker.pid})"
+        c.faulted_workers.pop().revive()
 
 
 def _drain_worker(c: ChaosCluster) -> str:
@@ -101,11 +98,7 @@ def _pause_leader(c: ChaosCluster) -> str:
 
 def _restart_brokers(c: ChaosCluster) -> None:
     while c.faulted_brokers:
-        broker = c.faulted_brokers.pop()
-        if broker.process is not None and broker.process.poll() is None:
-            broker.signal(signal.SIGCONT)
-        else:
-            broker.start(wait=True)
+        c.faulted_brokers.pop().revive()
 
 
 def _kill_postgres(c: ChaosCluster) -> str:
@@ -141,10 +134,7 @@ def _starve_cpu(c: ChaosCluster) -> str:
 
 
 def _feed_cpu(c: ChaosCluster) -> None:
-    while c.burners:
-        burner = c.burners.pop()
-        burner.kill()
-        burner.wait(10)
+    c.feed_cpu()
 
 
 def catalogue(lease_ttl: float) -> list[Fault]:
