@@ -71,8 +71,14 @@ def test_two_operator_replicas_one_leads_and_the_other_takes_over(
         standby = next(pid for pid in by_pid if pid != leader)
         _, waited = wait_for_holder(control_plane, name, {standby}, 60)
         assert waited < LEASE_SECONDS + 10, f"takeover took {waited:.1f}s"
-        log = (tmp_path / f"operator-{operators.index(by_pid[standby])}.log").read_text()
-        assert "leading: starting the operator" in log
+        # The Lease names the new holder a moment before its callback logs that it leads.
+        log_path = tmp_path / f"operator-{operators.index(by_pid[standby])}.log"
+        control_plane.wait_for(
+            "the standby to start the operator",
+            lambda: "leading: starting the operator" in log_path.read_text(),
+            timeout=10,
+            interval=0.1,
+        )
         assert by_pid[standby].poll() is None
     finally:
         for process in operators:
