@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import FastAPI
@@ -21,17 +21,24 @@ from tq_broker.api.limits import BodySizeLimit
 from tq_broker.api.security import RateLimitHeaders
 from tq_broker.auth import AuthConfig, Authenticator
 from tq_broker.connector import Connector, ConnectorConfig
-from tq_broker.events import EventHub, EventPublisher
+from tq_broker.events import CHANNEL as EVENTS_CHANNEL
+from tq_broker.events import REGISTRATION_CHECK_SECONDS, EventHub, EventPublisher
 from tq_broker.keys import ApiKeyStore
-from tq_broker.leader import AdvisoryLockElector, Elector
+from tq_broker.leader import AdvisoryLockElector, Elector, KubernetesLeaseService
+from tq_broker.listener import Listener
 from tq_broker.maintenance.cleaner import Cleaner, CleanerConfig
 from tq_broker.maintenance.reaper import Reaper, ReaperConfig
 from tq_broker.maintenance.rescuer import Rescuer, RescuerConfig
-from tq_broker.maintenance.runner import MaintenanceRunner, Scheduled
 from tq_broker.metrics import BrokerMetrics, HttpMetrics
 from tq_broker.migrations import migrate
-from tq_broker.notifier import TaskReadyNotifier
-from tq_broker.ratelimit import ClusterRateLimiter
+from tq_broker.notifier import (
+    TASK_READY_CHANNEL,
+    WORKER_STOP_CHANNEL,
+    ReadyCheck,
+    TaskReadyNotifier,
+)
+from tq_broker.ratelimit import ClusterRateLimiter, HeartbeatBudget
+from tq_broker.services import Job, Schedule, ServiceRunner
 from tq_broker.settings import BrokerSettings
 from tq_broker.store import TaskStore
 from tq_broker.worker_store import LeaseConfig, WorkerStore
@@ -39,6 +46,9 @@ from tq_client.lease import KubernetesLeaseElector, current_namespace, default_i
 from tq_client.lease import LeaseConfig as KubeLeaseConfig
 
 log = logging.getLogger(__name__)
+
+SHUTDOWN_SECONDS = 15.0  # for the services to stop and close, before the pool closes anyway
+KEY_USAGE_FLUSH_SECONDS = 30.0
 
 
 def connector_config(settings: BrokerSettings) -> ConnectorConfig:
@@ -53,21 +63,24 @@ def connector_config(settings: BrokerSettings) -> ConnectorConfig:
     )
 
 
-def choose_elector(settings: BrokerSettings, config: ConnectorConfig) -> Elector:
+def choose_elector(settings: BrokerSettings, config: ConnectorConfig) -> tuple[Elector, float]:
     """A Kubernetes Lease inside a cluster (or when asked), the advisory lock otherwise."""
     mode = settings.leader_election
     if mode == "lease" or (mode == "auto" and in_cluster()):
-        return KubernetesLeaseElector(
+        lease_seconds = max(settings.leader_lease_seconds, 1.0)
+        elector = KubernetesLeaseElector(
             KubeLeaseConfig(
                 name=settings.lease_name,
                 namespace=settings.lease_namespace or current_namespace(),
                 identity=default_identity(),
-                lease_seconds=max(settings.leader_lease_seconds, 1.0),
-                retry_seconds=max(settings.leader_lease_seconds, 1.0) / 3,
+                lease_seconds=lease_seconds,
+                retry_seconds=lease_seconds / 3,
                 kubeconfig=settings.kubeconfig,
             )
         )
-    return AdvisoryLockElector(config, lease_seconds=settings.leader_lease_seconds)
+        return KubernetesLeaseService(elector), lease_seconds / 3
+    advisory = AdvisoryLockElector(config, lease_seconds=settings.leader_lease_seconds)
+    return advisory, advisory.check_interval_seconds
 
 
 def lease_config(settings: BrokerSettings) -> LeaseConfig:
@@ -75,14 +88,14 @@ def lease_config(settings: BrokerSettings) -> LeaseConfig:
         lease_ttl_seconds=settings.lease_ttl_seconds,
         backoff_base_seconds=settings.backoff_base_seconds,
         backoff_cap_seconds=settings.backoff_cap_seconds,
-        claim_poll_interval_seconds=settings.claim_poll_interval_seconds,
         max_result_bytes=settings.max_payload_bytes,
     )
 
 
 def maintenance_services(
     connector: Connector, settings: BrokerSettings, events: EventPublisher
-) -> list[Scheduled]:
+) -> list[Schedule]:
+    """The leader's sweeps."""
     rescuer = Rescuer(
         connector,
         RescuerConfig(
@@ -95,9 +108,9 @@ def maintenance_services(
     reaper = Reaper(connector, ReaperConfig(silent_seconds=settings.worker_silent_seconds))
     cleaner = Cleaner(connector, CleanerConfig(retention_seconds=settings.retention_seconds))
     return [
-        Scheduled(rescuer, settings.rescue_interval_seconds),
-        Scheduled(reaper, settings.rescue_interval_seconds),
-        Scheduled(cleaner, settings.cleanup_interval_seconds),
+        Schedule(rescuer, settings.rescue_interval_seconds, leader_only=True),
+        Schedule(reaper, settings.rescue_interval_seconds, leader_only=True),
+        Schedule(cleaner, settings.cleanup_interval_seconds, leader_only=True),
     ]
 
 
@@ -133,47 +146,69 @@ def create_app(settings: BrokerSettings) -> FastAPI:
         connector = Connector(config)
         await connector.open()
         stop = asyncio.Event()
-        background: list[asyncio.Task[None]] = []
-
-        def start(name: str, coroutine: Coroutine[Any, Any, None]) -> None:
-            background.append(asyncio.create_task(coroutine, name=name))
-
+        runner: asyncio.Task[None] | None = None
         try:
             if settings.migrate_on_start:
                 applied = await migrate(connector)
                 if applied:
                     log.info("applied migrations %s", applied)
-            events = EventPublisher(connector, on_change=metrics.count_transitions)
-            elector = choose_elector(settings, config)
-            app.state.elector = elector
-            app.state.notifier = notifier = TaskReadyNotifier(config)
-            app.state.event_hub = hub = EventHub(config, connector)
-            app.state.store = TaskStore(connector, settings.max_payload_bytes, events)
-            app.state.worker_store = WorkerStore(connector, lease_config(settings), events)
-            app.state.keys = ApiKeyStore(connector)
-            app.state.authenticator = authenticator = Authenticator(
-                app.state.keys, ClusterRateLimiter(connector), auth_config
-            )
-            services = maintenance_services(connector, settings, events)
-            start("elector", elector.run(stop))
-            start("notifier", notifier.run(stop))
-            start("events", hub.run(stop))
-            start("event-publisher", events.run(stop))
-            start("maintenance", MaintenanceRunner(elector, services).run(stop))
-            start("key-usage", authenticator.flush_last_used(stop))
-            start(
-                "metrics",
-                metrics.refresh_queue_state(
-                    connector, elector, stop, settings.metrics_refresh_seconds
-                ),
+            services = replica_services(app, connector, config)
+            runner = asyncio.create_task(
+                ServiceRunner(services, lambda: app.state.elector.is_leader).run(stop),
+                name="services",
             )
             yield
         finally:
             stop.set()
-            for task in background:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await asyncio.wait_for(task, 10)
+            if runner is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(runner, SHUTDOWN_SECONDS)
             await connector.close()
+
+    def replica_services(
+        app: FastAPI, connector: Connector, config: ConnectorConfig
+    ) -> list[Schedule]:
+        """Build the replica's objects into `app.state` and return its background services."""
+        events = EventPublisher(connector, on_change=metrics.count_transitions)
+        elector, election_interval = choose_elector(settings, config)
+        app.state.elector = elector
+        notifier = app.state.notifier = TaskReadyNotifier()
+        hub = app.state.event_hub = EventHub(connector)
+        listener = Listener(
+            config,
+            {
+                TASK_READY_CHANNEL: notifier.on_task_ready,
+                WORKER_STOP_CHANNEL: notifier.on_worker_stop,
+                EVENTS_CHANNEL: hub.on_notification,
+            },
+            on_connect=[notifier.wake_all],  # anything may have happened while not listening
+        )
+        hub.listening = listener.listening
+        app.state.store = TaskStore(connector, settings.max_payload_bytes, events)
+        app.state.worker_store = WorkerStore(connector, lease_config(settings), events)
+        app.state.heartbeat_budget = HeartbeatBudget(
+            settings.lease_ttl_seconds, settings.heartbeat_interval_seconds
+        )
+        app.state.keys = ApiKeyStore(connector)
+        app.state.authenticator = authenticator = Authenticator(
+            app.state.keys, ClusterRateLimiter(connector), auth_config
+        )
+        return [
+            Schedule(elector, election_interval),
+            Schedule(listener, 0),
+            Schedule(events, 0),
+            Schedule(hub, REGISTRATION_CHECK_SECONDS),
+            Schedule(ReadyCheck(connector, notifier), settings.claim_poll_interval_seconds),
+            *maintenance_services(connector, settings, events),
+            Schedule(
+                Job("key-usage", authenticator.flush_last_used, authenticator.flush_last_used),
+                KEY_USAGE_FLUSH_SECONDS,
+            ),
+            Schedule(
+                Job("metrics-snapshot", lambda: metrics.refresh_queue_state(connector, elector)),
+                settings.metrics_refresh_seconds,
+            ),
+        ]
 
     app = FastAPI(
         title="taskqueue broker",

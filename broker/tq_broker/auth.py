@@ -10,8 +10,6 @@ secret never reaches a log line or an error message.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import secrets
 import time
@@ -42,8 +40,8 @@ class Forbidden(BrokerError):
 class RateLimited(BrokerError):
     """The key is over its rate limit (429)."""
 
-    def __init__(self, decision: Decision) -> None:
-        super().__init__("Rate limit exceeded")
+    def __init__(self, decision: Decision, message: str = "Rate limit exceeded") -> None:
+        super().__init__(message)
         self.decision = decision
 
 
@@ -148,14 +146,13 @@ class Authenticator:
             raise RateLimited(decision)
         return decision
 
-    async def flush_last_used(self, stop: asyncio.Event, interval_seconds: float = 30.0) -> None:
-        """Background: record which keys were used, in one statement per interval."""
-        while not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), interval_seconds)
-            used, self._used = self._used, set()
-            if used:
-                try:
-                    await self._keys.key_touch_many(list(used))
-                except StoreUnavailable:
-                    self._used |= used
+    async def flush_last_used(self) -> int:
+        """Record which keys were used since the last flush, in one statement (a service)."""
+        used, self._used = self._used, set()
+        if used:
+            try:
+                await self._keys.key_touch_many(list(used))
+            except StoreUnavailable:
+                self._used |= used
+                raise
+        return len(used)

@@ -155,18 +155,17 @@ class DedicatedSession(Session):
         async with translated_errors():
             await self._dedicated.execute(f"LISTEN {channel}".encode())
 
-    async def wait_for_notify(self, timeout_seconds: float) -> bool:
-        """True if a notification arrived within the timeout."""
-        return bool(await self.notifications(timeout_seconds, stop_after=1))
-
-    async def notifications(self, timeout_seconds: float, stop_after: int = 1000) -> list[str]:
-        """Payloads of the notifications that arrive within the timeout (at most stop_after)."""
-        payloads: list[str] = []
+    async def notifications(
+        self, timeout_seconds: float, stop_after: int = 1000
+    ) -> list[tuple[str, str]]:
+        """(channel, payload) of the notifications that arrive within the timeout (at most
+        stop_after)."""
+        received: list[tuple[str, str]] = []
         async with translated_errors():
             gen = self._dedicated.notifies(timeout=timeout_seconds, stop_after=stop_after)
             async for notification in gen:
-                payloads.append(notification.payload)
-        return payloads
+                received.append((notification.channel, notification.payload))
+        return received
 
     async def close(self) -> None:
         await self._dedicated.close()

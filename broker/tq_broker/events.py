@@ -1,16 +1,21 @@
 """Live task status changes for WebSocket and gRPC subscribers, fanned out across replicas.
 
-Publishing: after a state change commits, the replica that made it NOTIFYs the changed rows on
-`tq_task_events`, many events per notification. It does so only while some replica has a live
-subscriber (the `tq_event_listeners` table, checked at most once a second), so without
-subscribers the hot path pays nothing.
+Publishing: every committed state change passes through `EventPublisher.publish_rows`, which
+only appends it to a buffer. The publisher service sends what gathered in one statement that
+NOTIFYs `tq_task_events` (many events per notification) only if some replica has a live
+subscriber (a row in `tq_event_listeners`). Without subscribers nothing is sent; the statement
+still runs, at most every `QUIET_COALESCE_SECONDS` while there is traffic.
 
-Receiving: every replica LISTENs and hands each event to its local subscribers whose filters
-match. A subscriber that does not keep up is dropped, never buffered without bound.
+Receiving: the replica's listener hands each notification to `EventHub.dispatch`, which queues
+each event for the local subscribers whose filters match. A subscriber that does not keep up is
+dropped, never buffered without bound.
 
-The one thing not to break: events are a live feed, best effort and after the fact: a
-subscriber may miss events (dropped, or subscribed within the last second); the database is
-the truth.
+The guarantee (the one thing not to break): a subscriber is told it is live (`subscribed`, or a
+gRPC stream's initial metadata) only after its replica's registration row has committed and its
+listener is LISTENing. The publisher decides whether to send *after* the changes committed, in
+the same statement that sends them; so every change that commits after a subscriber was told it
+is live reaches it, whichever replica made the change. Earlier changes are not replayed, and a
+subscriber that falls a whole queue behind is dropped: the database is the truth.
 """
 
 from __future__ import annotations
@@ -26,8 +31,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from tq_broker.connector import Connector, ConnectorConfig, DedicatedSession, connect_dedicated
-from tq_broker.errors import StoreUnavailable
+from tq_broker.connector import Connector
 
 log = logging.getLogger(__name__)
 
@@ -35,9 +39,11 @@ CHANNEL = "tq_task_events"
 NOTIFY_PAYLOAD_MAX = 7500  # PostgreSQL refuses payloads of 8000 bytes or more
 LISTENER_TTL_SECONDS = 10.0
 LISTENER_RENEW_SECONDS = 3.0
-LISTENING_CHECK_SECONDS = 1.0
 SUBSCRIBER_QUEUE_MAX = 1000
-COALESCE_SECONDS = 0.005
+COALESCE_SECONDS = 0.005  # while someone listens: gather this long, then send
+QUIET_COALESCE_SECONDS = 0.1  # while nobody did at the last send: one statement per this long
+IDLE_WAIT_SECONDS = 0.5
+REGISTRATION_CHECK_SECONDS = 0.05
 BUFFER_MAX = 100_000  # events waiting to be sent; beyond it they are dropped (a lossy feed)
 
 
@@ -88,9 +94,11 @@ class EventPublisher:
     """Every committed status change passes through `publish_rows`: the one place that sees
     them all, so it also counts them for the metrics (`on_change`).
 
-    Requests only append to a buffer; `run` sends what gathered every `COALESCE_SECONDS` in one
-    statement, so a subscriber costs the request path no extra round trip.
+    Requests only append to a buffer; the service (`run_once`) sends what gathered, so a
+    subscriber costs the request path no extra round trip.
     """
+
+    name = "event-publisher"
 
     def __init__(
         self,
@@ -99,49 +107,35 @@ class EventPublisher:
     ) -> None:
         self._db = connector
         self._on_change = on_change
-        self._listening = False
-        self._checked_at = float("-inf")
+        self.listening = False  # as of the last send
         self._buffer: list[TaskEvent] = []
         self._pending = asyncio.Event()
 
-    async def _anyone_listening(self) -> bool:
-        if time.monotonic() - self._checked_at > LISTENING_CHECK_SECONDS:
-            self._checked_at = time.monotonic()
-            row = await self._db.fetch_one("event_listeners_exist")
-            self._listening = bool(row and row["listening"])
-        return self._listening
-
     async def publish_rows(self, rows: Iterable[Mapping[str, Any]]) -> None:
-        """Queue the changes a statement returned (task_id, task_type, status, updated_at)."""
+        """Queue the changes a committed statement returned (task_id, task_type, status,
+        updated_at)."""
         rows = list(rows)
         if not rows:
             return
         if self._on_change is not None:
             self._on_change(rows)
-        try:
-            if not await self._anyone_listening():
-                return
-        except StoreUnavailable as exc:  # the change itself is committed; the feed is lossy
-            log.debug("event publish skipped: %s", exc)
-            return
         if len(self._buffer) < BUFFER_MAX:
             self._buffer.extend(TaskEvent.from_row(r) for r in rows)
         self._pending.set()
 
-    async def run(self, stop: asyncio.Event) -> None:
-        """Background: send the buffered events, many per notification."""
-        while not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._pending.wait(), 0.5)
-            if not self._pending.is_set():
-                continue
-            await asyncio.sleep(COALESCE_SECONDS)  # let concurrent requests join the batch
-            self._pending.clear()
-            events, self._buffer = self._buffer, []
-            try:
-                await self._db.execute("event_publish", {"payloads": encode_events(events)})
-            except StoreUnavailable as exc:
-                log.debug("event publish skipped: %s", exc)
+    async def run_once(self) -> int:
+        """Send the buffered events, many per notification, if anyone listens; how many."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._pending.wait(), IDLE_WAIT_SECONDS)
+        if not self._pending.is_set():
+            return 0
+        # Let concurrent requests join the batch; longer while nobody was listening.
+        await asyncio.sleep(COALESCE_SECONDS if self.listening else QUIET_COALESCE_SECONDS)
+        self._pending.clear()
+        events, self._buffer = self._buffer, []
+        row = await self._db.fetch_one("event_publish", {"payloads": encode_events(events)})
+        self.listening = bool(row and row["listening"])
+        return len(events) if self.listening else 0
 
 
 @dataclass(eq=False)  # identity: each subscription is its own set member
@@ -160,20 +154,32 @@ class Subscription:
 
 
 class EventHub:
-    """This replica's LISTEN connection and its local subscribers."""
+    """This replica's local subscribers, and its row in `tq_event_listeners` while it has any.
 
-    def __init__(self, config: ConnectorConfig, connector: Connector) -> None:
-        self._config = config
+    Keeping that row is a service (`run_once`, every `REGISTRATION_CHECK_SECONDS`); the
+    replica's `Listener` calls `dispatch` with what arrives on `CHANNEL`.
+    """
+
+    name = "event-registration"
+
+    def __init__(self, connector: Connector, listening: asyncio.Event | None = None) -> None:
         self._db = connector
         self.replica_id = f"replica-{uuid.uuid4()}"
         self._subscribers: set[Subscription] = set()
-        self._registered = False
         self._registered_event = asyncio.Event()
+        self._renew_at = 0.0
+        self.listening = listening or asyncio.Event()  # set while the LISTEN is up
 
-    async def registered(self, within_seconds: float = 5.0) -> None:
-        """Wait until other replicas can see that this one has subscribers (bounded)."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._registered_event.wait(), within_seconds)
+    async def registered(self, within_seconds: float = 5.0) -> bool:
+        """Wait until changes on any replica reach this one's subscribers: the registration
+        row has committed and the listener LISTENs. False if that took too long."""
+        try:
+            async with asyncio.timeout(within_seconds):
+                await self._registered_event.wait()
+                await self.listening.wait()
+        except TimeoutError:
+            return False
+        return True
 
     def subscribe(self, task_types: Iterable[str], statuses: Iterable[str]) -> Subscription:
         subscription = Subscription(frozenset(task_types), frozenset(statuses))
@@ -194,52 +200,26 @@ class EventHub:
                     sub.dropped = True  # the consumer sees this and closes its stream
                     self._subscribers.discard(sub)
 
-    async def run(self, stop: asyncio.Event) -> None:
-        await asyncio.gather(self._listen(stop), self._keep_registered(stop))
+    def on_notification(self, payload: str) -> None:
+        self.dispatch(decode_events(payload))
 
-    async def _listen(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            session: DedicatedSession | None = None
-            try:
-                session = await connect_dedicated(self._config, application_name="tq-events")
-                await session.listen(CHANNEL)
-                while not stop.is_set():
-                    for payload in await session.notifications(timeout_seconds=0.5):
-                        self.dispatch(decode_events(payload))
-            except (StoreUnavailable, OSError) as exc:
-                log.warning("event listener disconnected: %s", exc)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), 1.0)
-            finally:
-                if session is not None:
-                    with contextlib.suppress(Exception):
-                        await session.close()
+    async def run_once(self) -> bool:
+        """Register while there are subscribers (renewed well within the TTL); unregister once
+        the last one left. Whether this replica is registered now."""
+        registered = self._registered_event.is_set()
+        if self._subscribers and (not registered or time.monotonic() >= self._renew_at):
+            await self._db.execute(
+                "event_listener_register",
+                {"replica_id": self.replica_id, "ttl_seconds": LISTENER_TTL_SECONDS},
+            )
+            self._renew_at = time.monotonic() + LISTENER_RENEW_SECONDS
+            self._registered_event.set()
+        elif not self._subscribers and registered:
+            self._registered_event.clear()
+            await self._db.execute("event_listener_unregister", {"replica_id": self.replica_id})
+        return self._registered_event.is_set()
 
-    async def _keep_registered(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            try:
-                if self._subscribers:
-                    await self._db.execute(
-                        "event_listener_register",
-                        {"replica_id": self.replica_id, "ttl_seconds": LISTENER_TTL_SECONDS},
-                    )
-                    self._registered = True
-                    self._registered_event.set()
-                elif self._registered:
-                    await self._db.execute(
-                        "event_listener_unregister", {"replica_id": self.replica_id}
-                    )
-                    self._registered = False
-                    self._registered_event.clear()
-            except StoreUnavailable as exc:
-                log.debug("event listener registration skipped: %s", exc)
-            # Renew often, and promptly after the first subscriber arrives.
-            deadline = time.monotonic() + LISTENER_RENEW_SECONDS
-            while not stop.is_set() and time.monotonic() < deadline:
-                if self._subscribers and not self._registered:
-                    break
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), 0.1)
-        if self._registered:
-            with contextlib.suppress(StoreUnavailable):
-                await self._db.execute("event_listener_unregister", {"replica_id": self.replica_id})
+    async def close(self) -> None:
+        if self._registered_event.is_set():
+            self._registered_event.clear()
+            await self._db.execute("event_listener_unregister", {"replica_id": self.replica_id})

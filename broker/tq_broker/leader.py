@@ -18,6 +18,7 @@ from typing import Protocol
 
 from tq_broker.connector import ConnectorConfig, DedicatedSession, connect_dedicated
 from tq_broker.errors import StoreUnavailable
+from tq_client.lease import KubernetesLeaseElector
 
 log = logging.getLogger(__name__)
 
@@ -26,13 +27,41 @@ LEASE_SECONDS_DEFAULT = 5.0
 
 
 class Elector(Protocol):
+    """A service (see `services.py`): `run_once` is one election round, `close` resigns."""
+
+    @property
+    def name(self) -> str: ...
+
     @property
     def is_leader(self) -> bool: ...
 
-    async def run(self, stop: asyncio.Event) -> None: ...
+    async def run_once(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class KubernetesLeaseService:
+    """The Kubernetes Lease elector of `tq_client` in the shape of a broker service."""
+
+    name = "elector"
+
+    def __init__(self, elector: KubernetesLeaseElector) -> None:
+        self._elector = elector
+
+    @property
+    def is_leader(self) -> bool:
+        return self._elector.is_leader
+
+    async def run_once(self) -> None:
+        await self._elector.step()
+
+    async def close(self) -> None:
+        await self._elector.resign()
 
 
 class AdvisoryLockElector:
+    name = "elector"
+
     def __init__(
         self,
         config: ConnectorConfig,
@@ -49,16 +78,11 @@ class AdvisoryLockElector:
     def is_leader(self) -> bool:
         return self._leader
 
-    async def run(self, stop: asyncio.Event) -> None:
-        try:
-            while not stop.is_set():
-                await self._step()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), self._check_interval)
-        finally:
-            await self._resign()
+    @property
+    def check_interval_seconds(self) -> float:
+        return self._check_interval
 
-    async def _step(self) -> None:
+    async def run_once(self) -> None:
         try:
             if self._session is None or self._session.closed:
                 self._set_leader(False)
@@ -92,7 +116,8 @@ class AdvisoryLockElector:
             except Exception:
                 log.debug("closing elector session failed", exc_info=True)
 
-    async def _resign(self) -> None:
+    async def close(self) -> None:
+        """Resign: unlock on a graceful stop, so a standby takes over at once."""
         if self._leader and self._session is not None and not self._session.closed:
             with contextlib.suppress(StoreUnavailable, TimeoutError, OSError):
                 await asyncio.wait_for(self._session.fetch_one("leader_unlock"), 2)

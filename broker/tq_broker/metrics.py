@@ -12,8 +12,6 @@ Two kinds, and the rule that keeps sums right across replicas:
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Iterable, Iterator, Mapping
@@ -26,7 +24,6 @@ from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tq_broker.connector import Connector
-from tq_broker.errors import StoreUnavailable
 from tq_broker.leader import Elector
 
 log = logging.getLogger(__name__)
@@ -122,32 +119,20 @@ class BrokerMetrics:
         for timing in timings:
             histogram.labels(timing.task_type).observe(timing.seconds)
 
-    async def refresh_queue_state(
-        self,
-        connector: Connector,
-        elector: Elector,
-        stop: asyncio.Event,
-        interval_seconds: float = SNAPSHOT_INTERVAL_SECONDS,
-    ) -> None:
-        """Background: keep the leader's snapshot fresh; followers export none."""
-        while not stop.is_set():
-            self.leader.set(1 if elector.is_leader else 0)
-            if elector.is_leader:
-                try:
-                    pending = await connector.fetch_all("metrics_pending")
-                    counts = await connector.fetch_one("metrics_counts")
-                    assert counts is not None
-                    self.queue_state.snapshot = QueueSnapshot(
-                        [(r["task_type"], r["priority"], r["pending"]) for r in pending],
-                        counts["in_progress"],
-                        counts["workers"],
-                    )
-                except StoreUnavailable as exc:
-                    log.debug("metrics snapshot skipped: %s", exc)
-            else:
-                self.queue_state.snapshot = None
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), interval_seconds)
+    async def refresh_queue_state(self, connector: Connector, elector: Elector) -> None:
+        """Keep the leader's snapshot fresh; followers export none (a service)."""
+        self.leader.set(1 if elector.is_leader else 0)
+        if not elector.is_leader:
+            self.queue_state.snapshot = None
+            return
+        pending = await connector.fetch_all("metrics_pending")
+        counts = await connector.fetch_one("metrics_counts")
+        assert counts is not None
+        self.queue_state.snapshot = QueueSnapshot(
+            [(r["task_type"], r["priority"], r["pending"]) for r in pending],
+            counts["in_progress"],
+            counts["workers"],
+        )
 
 
 class HttpMetrics:

@@ -25,6 +25,8 @@ RATE_DEFAULT = 100.0
 BURST_DEFAULT = 200
 ALLOWANCE_SECONDS_DEFAULT = 1.0
 GRANT_MAX_DEFAULT = 10
+HEARTBEAT_BURST_DEFAULT = 10  # beats per lease TTL, per worker
+HEARTBEAT_WORKERS_MAX = 100_000  # workers whose budget a replica remembers
 
 
 @dataclass
@@ -135,3 +137,46 @@ class ClusterRateLimiter:
                 "rate_bucket_store", {"bucket": bucket, "tokens": shared.tokens, "as_of": as_of}
             )
         return granted, math.floor(shared.tokens), shared.seconds_until(1)
+
+
+class HeartbeatBudget:
+    """Heartbeats are never held back by a key's rate limit (a busy worker must not lose its
+    leases), but each worker gets a budget: `burst` beats, refilled at `burst` per lease TTL.
+    A worker beating as configured uses a fraction of it. Kept per replica, in memory: across
+    R replicas a worker gets at most R budgets.
+    """
+
+    def __init__(
+        self,
+        lease_ttl_seconds: float,
+        heartbeat_interval_seconds: float,
+        burst: int = HEARTBEAT_BURST_DEFAULT,
+        workers_max: int = HEARTBEAT_WORKERS_MAX,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        # Never below three times the rate we ask workers to beat at.
+        self.rate = max(burst / lease_ttl_seconds, 3.0 / heartbeat_interval_seconds)
+        self.burst = burst
+        self._workers_max = workers_max
+        self._clock = clock
+        self._buckets: dict[str, TokenBucket] = {}
+
+    def admit(self, worker_id: str) -> Decision:
+        now = self._clock()
+        bucket = self._buckets.get(worker_id)
+        if bucket is None:
+            if len(self._buckets) >= self._workers_max:
+                self._forget_full(now)
+            bucket = self._buckets[worker_id] = TokenBucket(self.rate, self.burst, self.burst, now)
+        if bucket.take(1, now):
+            return Decision(True, self.rate, math.floor(bucket.tokens), 0)
+        return Decision(False, self.rate, 0, retry_after(bucket.seconds_until(1)))
+
+    def _forget_full(self, now: float) -> None:
+        """A full bucket is the same as none: drop those (all of them, if none is full)."""
+        for worker_id, bucket in list(self._buckets.items()):
+            bucket.refill(now)
+            if bucket.tokens >= bucket.burst:
+                del self._buckets[worker_id]
+        if len(self._buckets) >= self._workers_max:
+            self._buckets.clear()

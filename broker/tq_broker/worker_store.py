@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass
+from typing import Any
 from uuid import UUID
 
 from tq_broker.connector import Connector
-from tq_broker.errors import Conflict, NotFound, PayloadTooLarge
+from tq_broker.errors import Conflict, InvalidRequest, NotFound, PayloadTooLarge
 from tq_broker.events import EventPublisher
 from tq_broker.notifier import TaskReadyNotifier
 from tq_broker.store import PAYLOAD_LIMIT_BYTES_DEFAULT
@@ -50,6 +52,7 @@ class Timing:
 class Claimed:
     tasks: list[ClaimedTask]
     queue_waits: list[Timing]  # ready (run_at) to claimed
+    task_types: frozenset[str] | None  # the worker's; None: it is not online (draining)
 
 
 @dataclass(frozen=True)
@@ -67,12 +70,14 @@ class WorkerStore:
         self._events = events or EventPublisher(connector)
 
     async def worker_register(self, request: RegisterWorkerRequest) -> None:
+        prefetch = request.concurrency if request.prefetch is None else request.prefetch
         await self._db.fetch_one(
             "worker_register",
             {
                 "worker_id": request.worker_id,
                 "task_types": list(request.task_types),
                 "concurrency": request.concurrency,
+                "prefetch": prefetch,
             },
         )
 
@@ -89,11 +94,17 @@ class WorkerStore:
             )
             if alive is None:
                 raise NotFound(f"worker {worker_id} is not registered or was marked offline")
+            if len(beat.leases) > alive["lease_max"]:  # raising rolls the heartbeat back
+                raise InvalidRequest(
+                    f"a heartbeat renews at most {alive['lease_max']} leases (the worker's "
+                    f"concurrency + prefetch); this one has {len(beat.leases)}"
+                )
             renewed: set[UUID] = set()
             if beat.leases:
                 rows = await tx.fetch_all(
                     "task_renew_leases",
                     {
+                        "worker_id": worker_id,
                         "lease_ttl_seconds": self.config.lease_ttl_seconds,
                         "task_ids": [lease.task_id for lease in beat.leases],
                         "lease_tokens": [lease.lease_token for lease in beat.leases],
@@ -105,29 +116,40 @@ class WorkerStore:
             renewed=[t for t in held if t in renewed], abandon=[t for t in held if t not in renewed]
         )
 
-    async def worker_deregister(self, worker_id: str) -> None:
-        if await self._db.fetch_one("worker_count_known", {"worker_id": worker_id}) is None:
-            raise NotFound(f"worker {worker_id} is not registered")
-        await self._db.execute("worker_deregister", {"worker_id": worker_id})
+    async def worker_drain(self, worker_id: str) -> None:
+        """The worker stops claiming; its waiting claim (on any replica) returns now."""
+        if await self._db.fetch_one("worker_drain", {"worker_id": worker_id}) is None:
+            await self._raise_not_online(worker_id)
 
-    async def _claimable_types(self, worker_id: str) -> list[str]:
+    async def worker_deregister(self, worker_id: str) -> None:
+        async with self._db.transaction() as tx:
+            if await tx.fetch_one("worker_set_offline", {"worker_id": worker_id}) is None:
+                raise NotFound(f"worker {worker_id} is not registered")
+            await tx.execute("worker_expire_leases", {"worker_id": worker_id})
+
+    async def _raise_not_online(self, worker_id: str) -> None:
+        """Explain why a worker could not claim: 404 unknown, 409 offline; draining is fine."""
         row = await self._db.fetch_one("worker_get", {"worker_id": worker_id})
         if row is None:
             raise NotFound(f"worker {worker_id} is not registered")
         if row["status"] == "offline":
             raise Conflict(f"worker {worker_id} was marked offline; register again")
-        return list(row["task_types"])
 
-    async def task_claim(self, worker_id: str, task_types: list[str], max_tasks: int) -> Claimed:
+    async def task_claim(self, worker_id: str, max_tasks: int) -> Claimed:
+        """One claim statement; only for a worker that is online while it runs."""
         rows = await self._db.fetch_all(
             "task_claim",
             {
                 "worker_id": worker_id,
-                "task_types": task_types,
                 "max_tasks": max_tasks,
                 "lease_ttl_seconds": self.config.lease_ttl_seconds,
             },
         )
+        types = rows[0]["worker_task_types"] if rows else None
+        if types is None:
+            await self._raise_not_online(worker_id)
+            return Claimed([], [], None)
+        rows = [r for r in rows if r["task_id"] is not None]
         await self._events.publish_rows(rows)
         rows.sort(key=lambda r: (-r["priority"], r["run_at"]))
         waits = [
@@ -141,25 +163,34 @@ class WorkerStore:
             )
             for r in rows
         ]
-        return Claimed(tasks, waits)
+        return Claimed(tasks, waits, frozenset(types))
 
     async def task_claim_waiting(
-        self, worker_id: str, max_tasks: int, wait_seconds: float, notifier: TaskReadyNotifier
+        self,
+        worker_id: str,
+        max_tasks: int,
+        wait_seconds: float,
+        notifier: TaskReadyNotifier,
+        gone: asyncio.Event | None = None,
     ) -> Claimed:
-        """Claim now, or wait up to wait_seconds for tasks, woken by NOTIFY or the poll."""
-        task_types = await self._claimable_types(worker_id)
+        """Claim now, or wait up to wait_seconds for tasks of the worker's types. Ends at once
+        when the worker drains or deregisters, a newer claim of it arrives, the broker stops,
+        or `gone` is set (the client disconnected)."""
         deadline = time.monotonic() + wait_seconds
-        while True:
-            ticket = notifier.ticket()
-            claimed = await self.task_claim(worker_id, task_types, max_tasks)
-            remaining = deadline - time.monotonic()
-            if claimed.tasks or remaining <= 0 or notifier.closing:
-                return claimed
-            try:
-                timeout = min(remaining, self.config.claim_poll_interval_seconds)
-                await asyncio.wait_for(ticket.wait(), timeout)
-            except TimeoutError:
-                pass
+        with notifier.waiting(worker_id) as waiter:
+            while True:
+                waiter.woken.clear()  # before the statement: a wake during it is kept
+                claimed = await self.task_claim(worker_id, max_tasks)
+                remaining = deadline - time.monotonic()
+                if claimed.tasks or claimed.task_types is None or remaining <= 0:
+                    return claimed
+                waiter.task_types = claimed.task_types
+                if waiter.ended or (gone is not None and gone.is_set()):
+                    return claimed
+                if gone is None:
+                    await waiter.wait(remaining)
+                else:
+                    await _first(waiter.wait(remaining), gone.wait())
 
     async def task_complete_many(self, tasks: list[CompletedTask]) -> Completed:
         for task in tasks:
@@ -222,6 +253,16 @@ class WorkerStore:
         raise Conflict(
             f"task {task_id} is {current['status']}; only dead_letter tasks can be requeued"
         )
+
+
+async def _first(*waits: Coroutine[Any, Any, object]) -> None:
+    """Wait until the first of these finishes; cancel the rest."""
+    tasks = [asyncio.ensure_future(w) for w in waits]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
 
 
 def storable_text(text: str) -> str:

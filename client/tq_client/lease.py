@@ -100,19 +100,27 @@ class KubernetesLeaseElector:
     async def run(self, stop: asyncio.Event) -> None:
         try:
             while not stop.is_set():
-                try:
-                    await asyncio.wait_for(
-                        asyncio.to_thread(self._step), self.config.request_timeout_seconds * 3
-                    )
-                except Exception as exc:
-                    self._step_down(f"{type(exc).__name__}: {exc}")
+                await self.step()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), self.config.retry_seconds)
         finally:
-            if self._leader:
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(asyncio.to_thread(self._release), 5)
-            self._leader = False
+            await self.resign()
+
+    async def step(self) -> None:
+        """One round: renew, take over an expired lease, or observe; never raises."""
+        try:
+            await asyncio.wait_for(
+                asyncio.to_thread(self._step), self.config.request_timeout_seconds * 3
+            )
+        except Exception as exc:
+            self._step_down(f"{type(exc).__name__}: {exc}")
+
+    async def resign(self) -> None:
+        """Give the lease up (if held) so a standby takes over at once."""
+        if self._leader:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.to_thread(self._release), 5)
+        self._leader = False
 
     def _step_down(self, reason: str) -> None:
         if self._leader:

@@ -28,6 +28,9 @@ class RegisterWorkerRequest(RequestModel):
     worker_id: WorkerId
     task_types: Annotated[list[TaskType], Field(min_length=1, max_length=100)]
     concurrency: Annotated[StrictInt, Field(ge=1, le=10_000)]
+    # Claimed tasks it may hold beyond `concurrency`; unset: as many as `concurrency`. A worker
+    # holds at most concurrency + prefetch leases, and a heartbeat renews at most that many.
+    prefetch: Annotated[StrictInt, Field(ge=0, le=10_000)] | None = None
 
 
 class RegisterWorkerResponse(WireModel):

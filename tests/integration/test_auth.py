@@ -18,7 +18,7 @@ from fastapi.testclient import TestClient
 
 from tq_broker.app import create_app
 from tq_broker.connector import Connector, ConnectorConfig
-from tq_broker.ratelimit import ClusterRateLimiter
+from tq_broker.ratelimit import HEARTBEAT_BURST_DEFAULT, ClusterRateLimiter
 from tq_broker.settings import BrokerSettings
 
 from ..processes import BrokerProcess
@@ -72,6 +72,7 @@ ROUTES: list[tuple[str, str, dict[str, Any] | None, str]] = [
         "process_tasks",
     ),
     ("POST", "/api/v1/workers/{worker}/heartbeat", {}, "process_tasks"),
+    ("POST", "/api/v1/workers/{worker}/drain", None, "process_tasks"),
     ("DELETE", "/api/v1/workers/{worker}", None, "process_tasks"),
     ("POST", "/api/v1/tasks/claim", {"worker_id": WORKER_ID}, "process_tasks"),
     (
@@ -264,7 +265,7 @@ def test_rate_limit_answers_429_with_retry_after_then_admits_again(secured: Test
     assert secured.get("/api/v1/stats", headers=headers).status_code == 200
 
 
-def test_heartbeats_are_not_rate_limited(secured: TestClient) -> None:
+def test_heartbeats_are_not_held_back_by_the_keys_rate_limit(secured: TestClient) -> None:
     created = create_key(secured, "worker", ["process_tasks"], rate_limit=1, burst=2)
     headers = bearer(created["key"])
     secured.post(
@@ -272,9 +273,31 @@ def test_heartbeats_are_not_rate_limited(secured: TestClient) -> None:
         headers=headers,
         json={"worker_id": WORKER_ID, "task_types": ["noop"], "concurrency": 1},
     )
-    for _ in range(20):
+    for _ in range(HEARTBEAT_BURST_DEFAULT):  # five times the key's burst
         beat = secured.post(f"/api/v1/workers/{WORKER_ID}/heartbeat", json={}, headers=headers)
         assert beat.status_code == 200
+
+
+def test_a_worker_beating_past_its_budget_gets_429_and_renews_nothing(
+    secured: TestClient, db: psycopg.Connection[dict[str, Any]]
+) -> None:
+    headers = bearer(create_key(secured, "worker", ["process_tasks"])["key"])
+    secured.post(
+        "/api/v1/workers",
+        headers=headers,
+        json={"worker_id": WORKER_ID, "task_types": ["noop"], "concurrency": 1},
+    )
+    path = f"/api/v1/workers/{WORKER_ID}/heartbeat"
+    for _ in range(HEARTBEAT_BURST_DEFAULT):
+        assert secured.post(path, json={}, headers=headers).status_code == 200
+    before = db.execute("SELECT last_heartbeat FROM tq_workers").fetchone()
+    refused = secured.post(path, json={"current_tasks": 7}, headers=headers)
+    assert refused.status_code == 429
+    assert "budget" in refused.json()["error"]
+    assert int(refused.headers["Retry-After"]) >= 1
+    after = db.execute("SELECT last_heartbeat, current_tasks FROM tq_workers").fetchone()
+    assert after is not None and before is not None
+    assert (after["last_heartbeat"], after["current_tasks"]) == (before["last_heartbeat"], 0)
 
 
 async def test_500_concurrent_requests_on_two_replicas_admit_exactly_the_burst(

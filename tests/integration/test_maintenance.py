@@ -16,6 +16,7 @@ from tq_broker.leader import AdvisoryLockElector
 from tq_broker.maintenance.cleaner import Cleaner, CleanerConfig
 from tq_broker.maintenance.reaper import Reaper, ReaperConfig
 from tq_broker.maintenance.rescuer import Rescuer, RescuerConfig
+from tq_broker.services import Schedule, ServiceRunner
 
 
 @pytest.fixture
@@ -156,8 +157,10 @@ async def test_cleaner_deletes_only_finished_tasks_past_retention_in_batches(
 
 @contextlib.asynccontextmanager
 async def running(elector: AdvisoryLockElector) -> AsyncIterator[asyncio.Event]:
+    """The elector as the broker runs it: a service under the runner."""
     stop = asyncio.Event()
-    task = asyncio.create_task(elector.run(stop))
+    schedule = Schedule(elector, elector.check_interval_seconds)
+    task = asyncio.create_task(ServiceRunner([schedule]).run(stop))
     try:
         yield stop
     finally:
@@ -208,3 +211,88 @@ async def test_leader_whose_session_is_killed_steps_down_and_another_leads(
             await wait_until(lambda: second.is_leader or first.is_leader)
             await asyncio.sleep(0.5)
             assert first.is_leader != second.is_leader
+
+
+class FailsOnFirstRun:
+    """A sweep with a bug that strikes once."""
+
+    def __init__(self, inner: Rescuer) -> None:
+        self.name = inner.name
+        self.inner = inner
+        self.runs = 0
+
+    async def run_once(self) -> object:
+        self.runs += 1
+        if self.runs == 1:
+            raise RuntimeError("boom on the first run")
+        return await self.inner.run_once()
+
+
+async def test_a_sweep_that_raises_on_its_first_run_still_rescues_on_its_second(
+    connector: Connector, db: psycopg.Connection[dict[str, Any]], caplog: pytest.LogCaptureFixture
+) -> None:
+    expired = add_leased_task(db, lease_left="-1 second")
+    sweep = FailsOnFirstRun(Rescuer(connector, RescuerConfig()))
+    runner = ServiceRunner(
+        [Schedule(sweep, 0.05, leader_only=True)],
+        is_leader=lambda: True,
+        backoff_base_seconds=0.05,
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(runner.run(stop))
+    try:
+        await wait_until(lambda: status_of(db, expired)["status"] == "failed")
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+    assert sweep.runs >= 2
+    failure = next(r for r in caplog.records if "rescuer failed" in r.getMessage())
+    assert failure.exc_info is not None, "the traceback is logged"
+    assert "boom on the first run" in caplog.text
+
+
+class Recorder:
+    def __init__(self, name: str, fail_run: bool = False, fail_close: bool = False) -> None:
+        self.name = name
+        self.fail_run = fail_run
+        self.fail_close = fail_close
+        self.runs = 0
+        self.closed = False
+
+    async def run_once(self) -> None:
+        self.runs += 1
+        if self.fail_run:
+            raise ValueError(f"{self.name} always fails")
+
+    async def close(self) -> None:
+        self.closed = True
+        if self.fail_close:
+            raise ValueError(f"{self.name} cannot close")
+
+
+async def test_leader_only_services_wait_for_leadership_and_every_service_is_closed() -> None:
+    leading = False
+    broken = Recorder("broken", fail_run=True, fail_close=True)
+    sweep = Recorder("sweep")
+    everywhere = Recorder("everywhere")
+    runner = ServiceRunner(
+        [
+            Schedule(broken, 0.01),
+            Schedule(sweep, 0.01, leader_only=True),
+            Schedule(everywhere, 0.01),
+        ],
+        is_leader=lambda: leading,
+        backoff_base_seconds=0.01,
+        backoff_cap_seconds=0.02,
+        leader_poll_seconds=0.01,
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(runner.run(stop))
+    await wait_until(lambda: everywhere.runs >= 3 and broken.runs >= 3)
+    assert sweep.runs == 0, "a leader-only service ran on a follower"
+    leading = True
+    await wait_until(lambda: sweep.runs >= 1)
+    stop.set()
+    await asyncio.wait_for(task, 10)  # returns although a service keeps failing
+    assert (broken.closed, sweep.closed, everywhere.closed) == (True, True, True)
+    assert runner.failures["broken"] >= 3

@@ -137,9 +137,14 @@ class BrokerClient:
         await self._http.aclose()
         await self._heartbeat_http.aclose()
 
-    async def register(self, task_types: Sequence[str], concurrency: int) -> RegisterWorkerResponse:
+    async def register(
+        self, task_types: Sequence[str], concurrency: int, prefetch: int | None = None
+    ) -> RegisterWorkerResponse:
         body = RegisterWorkerRequest(
-            worker_id=self.worker_id, task_types=list(task_types), concurrency=concurrency
+            worker_id=self.worker_id,
+            task_types=list(task_types),
+            concurrency=concurrency,
+            prefetch=prefetch,
         )
         response = await self._send(self._http, "POST", "/api/v1/workers", body)
         _raise_for_status(response)
@@ -173,6 +178,11 @@ class BrokerClient:
     async def release(self, leases: Sequence[Lease]) -> LeaseOutcome:
         body = ReleaseRequest(worker_id=self.worker_id, tasks=list(leases))
         return await self._lease_batch("/api/v1/tasks/release", body, leases)
+
+    async def drain(self) -> None:
+        """Claim nothing more: the broker ends our waiting claim (which then answers)."""
+        response = await self._send(self._http, "POST", f"/api/v1/workers/{self.worker_id}/drain")
+        _raise_for_status(response, gone=(404, 409))
 
     async def deregister(self) -> None:
         """DELETE the worker; a 404 (already forgotten) is as good as a 204."""

@@ -1,9 +1,10 @@
 """The worker's event loop: register, claim, execute, report, heartbeat, drain.
 
-One claim loop long-polls for up to the free capacity (concurrency + prefetch - unfinished);
+One claim loop long-polls for up to the free capacity (concurrency + prefetch - leases held);
 `concurrency` executors take claimed tasks in order; the reporter and the heartbeat run beside
-them. On `request_stop()` the worker drains: stop claiming, release what never started, give
-running tasks `drain_seconds`, fail what is still running, flush, deregister. The one thing not
+them. On `request_stop()` the worker drains: tell the broker (its waiting claim answers), stop
+claiming, release what never started, give running tasks `drain_seconds`, fail what is still
+running, flush, deregister. The one thing not
 to break: a task whose lease was abandoned is never reported, and nothing that was claimed is
 silently dropped — it is reported, released, or left for the broker to rescue.
 """
@@ -40,6 +41,7 @@ CANCELLED_ERROR = "CancelledError: the handler was cancelled"
 DEREGISTER_ATTEMPTS = 3
 EMPTY_CLAIM_MIN_SECONDS = 0.5  # an empty claim answer ends at least this long after it began
 DEREGISTER_SECONDS = 5.0
+DRAIN_CALL_SECONDS = 5.0  # for the broker to hear we drain, and for our claim to answer
 
 
 class Runtime:
@@ -59,6 +61,7 @@ class Runtime:
         self._generation = 0  # bumped by every successful registration
         self._registration: RegisterWorkerResponse | None = None
         self._claim_task: asyncio.Task[None] | None = None
+        self._claim_in_flight = False
         self._executors: list[asyncio.Task[None]] = []
         self._services: list[asyncio.Task[None]] = []
         self._crash: BaseException | None = None
@@ -98,7 +101,7 @@ class Runtime:
         while not self._stopping.is_set():
             try:
                 self._registration = await self.client.register(
-                    self.app.task_types, self.config.concurrency
+                    self.app.task_types, self.config.concurrency, self.config.prefetch_count
                 )
             except (BrokerUnavailable, BrokerRejected) as exc:
                 if fatal and isinstance(exc, BrokerRejected):
@@ -173,8 +176,10 @@ class Runtime:
             wait = min(self.config.claim_wait_seconds, self._registration.claim_wait_max_seconds)
             generation = self._generation
             started = loop.time()
+            if self._stopping.is_set():
+                return
             try:
-                tasks = await self.client.claim(min(free, BATCH_MAX), wait)
+                tasks = await self._claim(min(free, BATCH_MAX), wait)
             except WorkerGone as exc:
                 log.warning("claim: broker no longer knows this worker (%s)", exc)
                 await self._reregister(generation)
@@ -187,11 +192,22 @@ class Runtime:
             backoff.reset()
             for held in self.ledger.add(tasks, loop.time()):
                 self._queue.put_nowait(held.task)
+            if self._stopping.is_set():
+                return  # the drain releases what this last claim brought
             if not tasks:  # a broker that answers empty at once (no long-poll) is not hammered
                 await asyncio.sleep(max(0.0, EMPTY_CLAIM_MIN_SECONDS - (loop.time() - started)))
 
+    async def _claim(self, max_tasks: int, wait: float) -> list[ClaimedTask]:
+        self._claim_in_flight = True
+        try:
+            return await self.client.claim(max_tasks, wait)
+        finally:
+            self._claim_in_flight = False
+
     async def _free_capacity(self) -> int:
-        while (free := self.config.capacity - self.ledger.unfinished) <= 0:
+        """Leases we may still take: capacity counts every lease held, outcomes not yet
+        acknowledged included, so a heartbeat never carries more than concurrency + prefetch."""
+        while (free := self.config.capacity - len(self.ledger)) <= 0:
             self.ledger.changed.clear()
             await self.ledger.changed.wait()
         return free
@@ -227,7 +243,7 @@ class Runtime:
 
     async def _drain(self) -> None:
         loop = asyncio.get_running_loop()
-        await _cancel(self._claim_task)  # also abandons an in-flight long-poll
+        await self._stop_claiming()
         release = asyncio.create_task(
             self._release([h.lease for h in self.ledger.mark_releasing()])
         )
@@ -249,6 +265,21 @@ class Runtime:
             await asyncio.wait_for(self._deregister(), DEREGISTER_SECONDS)
         except TimeoutError:
             log.warning("could not deregister; the broker will mark this worker offline")
+
+    async def _stop_claiming(self) -> None:
+        """Tell the broker first, so that it ends our waiting claim and that claim *answers*:
+        a task it took just before reaches us (and is released below) instead of dying with a
+        cancelled request and waiting for its lease to expire, which would cost an attempt."""
+        claim = self._claim_task
+        try:
+            await asyncio.wait_for(self.client.drain(), DRAIN_CALL_SECONDS)
+        except (BrokerUnavailable, BrokerRejected, WorkerGone, TimeoutError) as exc:
+            log.warning("could not tell the broker we drain (%s); abandoning the claim", exc)
+        else:
+            if claim is not None and self._claim_in_flight:
+                with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                    await asyncio.wait_for(asyncio.shield(claim), DRAIN_CALL_SECONDS)
+        await _cancel(claim)
 
     async def _wait_for_running(self, deadline: float) -> None:
         loop = asyncio.get_running_loop()

@@ -13,6 +13,7 @@ from fastapi import Depends, Request
 from tq_broker.leader import Elector
 from tq_broker.metrics import BrokerMetrics
 from tq_broker.notifier import TaskReadyNotifier
+from tq_broker.ratelimit import HeartbeatBudget
 from tq_broker.settings import BrokerSettings
 from tq_broker.store import TaskStore
 from tq_broker.worker_store import WorkerStore
@@ -43,6 +44,11 @@ async def _notifier(request: Request) -> TaskReadyNotifier:
     return notifier
 
 
+async def _budget(request: Request) -> HeartbeatBudget:
+    budget: HeartbeatBudget = request.app.state.heartbeat_budget
+    return budget
+
+
 async def _metrics(request: Request) -> BrokerMetrics:
     metrics: BrokerMetrics = request.app.state.metrics
     return metrics
@@ -54,3 +60,4 @@ ElectorDep = Annotated[Elector, Depends(_elector)]
 WorkerStoreDep = Annotated[WorkerStore, Depends(_worker_store)]
 NotifierDep = Annotated[TaskReadyNotifier, Depends(_notifier)]
 MetricsDep = Annotated[BrokerMetrics, Depends(_metrics)]
+BudgetDep = Annotated[HeartbeatBudget, Depends(_budget)]

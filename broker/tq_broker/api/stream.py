@@ -2,7 +2,8 @@
 
 Client → server: {"type": "subscribe", "filters": {"task_types": [...], "statuses": [...]}}
 (both optional; a new subscribe replaces the filters). Server → client:
-{"type": "subscribed", "filters": {...}} once the subscription is live, then
+{"type": "subscribed", "filters": {...}} once the subscription is live (every change that
+commits after it is delivered, whichever replica makes it; see events.py), then
 {"type": "task_update", "task": {"task_id", "task_type", "status", "updated_at"}}.
 Authenticated like the REST API (read_tasks): `Authorization: Bearer <key>`, or `?token=<key>`
 for browsers, which cannot set headers. A client that falls behind by more than
@@ -26,7 +27,7 @@ from tq_broker.keys import Permission
 from tq_client.models import TASK_TYPE_PATTERN, TaskStatus
 
 router = APIRouter()
-TOO_SLOW = 1013
+TOO_SLOW = TRY_AGAIN_LATER = 1013
 POLICY_VIOLATION = 1008
 MESSAGE_MAX_BYTES = 64 * 1024
 _STATUSES = {s.value for s in TaskStatus}
@@ -101,7 +102,9 @@ async def task_updates(websocket: WebSocket) -> None:
                 forwarder.cancel()
                 hub.unsubscribe(current.pop())
             current.append(hub.subscribe(task_types, statuses))
-            await hub.registered()
+            if not await hub.registered():
+                await websocket.close(code=TRY_AGAIN_LATER, reason="event feed unavailable")
+                return
             await websocket.send_json(
                 {"type": "subscribed", "filters": {"task_types": task_types, "statuses": statuses}}
             )

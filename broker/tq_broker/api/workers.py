@@ -1,17 +1,19 @@
-"""Routes of the worker protocol: register, heartbeat, deregister, claim, complete, fail,
+"""Routes of the worker protocol: register, heartbeat, drain, deregister, claim, complete, fail,
 release; and the admin requeue of a dead-lettered task."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, Path, Response
+from fastapi import APIRouter, Path, Request, Response
 
-from tq_broker.api.deps import MetricsDep, NotifierDep, SettingsDep, WorkerStoreDep
+from tq_broker.api.deps import BudgetDep, MetricsDep, NotifierDep, SettingsDep, WorkerStoreDep
 from tq_broker.api.errors import ERROR_RESPONSES
 from tq_broker.api.responses import json_response
 from tq_broker.api.security import requires
+from tq_broker.auth import RateLimited
 from tq_broker.keys import Permission
 from tq_client.models import SubmitTaskResponse, TaskStatus
 from tq_client.protocol import (
@@ -22,6 +24,7 @@ from tq_client.protocol import (
     FailRequest,
     HeartbeatRequest,
     HeartbeatResponse,
+    Lease,
     LeaseOutcome,
     RegisterWorkerRequest,
     RegisterWorkerResponse,
@@ -64,9 +67,24 @@ async def register_worker(
     summary="Heartbeat: liveness, load, lease renewal",
 )
 async def heartbeat(
-    worker_id: WorkerIdPath, body: HeartbeatRequest, store: WorkerStoreDep
+    worker_id: WorkerIdPath, body: HeartbeatRequest, store: WorkerStoreDep, budget: BudgetDep
 ) -> Response:
+    decision = budget.admit(worker_id)
+    if not decision.admitted:
+        raise RateLimited(decision, "heartbeats of this worker are over their budget")
     return json_response(await store.worker_heartbeat(worker_id, body))
+
+
+@router.post(
+    "/api/v1/workers/{worker_id}/drain",
+    dependencies=[requires(Permission.PROCESS_TASKS)],
+    status_code=204,
+    responses=ERROR_RESPONSES,
+    summary="Stop claiming: the worker's waiting claim returns now; it keeps its leases",
+)
+async def drain_worker(worker_id: WorkerIdPath, store: WorkerStoreDep) -> Response:
+    await store.worker_drain(worker_id)
+    return Response(status_code=204)
 
 
 @router.delete(
@@ -89,6 +107,7 @@ async def deregister_worker(worker_id: WorkerIdPath, store: WorkerStoreDep) -> R
     summary="Claim ready tasks (long-poll up to wait_seconds)",
 )
 async def claim(
+    request: Request,
     body: ClaimRequest,
     store: WorkerStoreDep,
     notifier: NotifierDep,
@@ -96,9 +115,29 @@ async def claim(
     metrics: MetricsDep,
 ) -> Response:
     wait = min(float(body.wait_seconds), settings.claim_wait_max_seconds)
-    claimed = await store.task_claim_waiting(body.worker_id, body.max_tasks, wait, notifier)
+    gone = asyncio.Event()
+    watcher = asyncio.create_task(_watch_disconnect(request, gone))
+    try:
+        claimed = await store.task_claim_waiting(
+            body.worker_id, body.max_tasks, wait, notifier, gone
+        )
+    finally:
+        watcher.cancel()
+    if gone.is_set() and claimed.tasks:
+        # Nobody will read the answer: hand the tasks back at once, no attempt counted.
+        leases = [Lease(task_id=t.task_id, lease_token=t.lease_token) for t in claimed.tasks]
+        await store.task_release_many(leases)
+        return json_response(ClaimResponse(tasks=[]))
     metrics.observe_durations(metrics.queue_wait, claimed.queue_waits)
     return json_response(ClaimResponse(tasks=claimed.tasks))
+
+
+async def _watch_disconnect(request: Request, gone: asyncio.Event) -> None:
+    """Set `gone` when the client hangs up (the body was read already: what comes next is the
+    server's word that the connection closed)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+    gone.set()
 
 
 @router.post(

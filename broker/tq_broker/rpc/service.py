@@ -60,6 +60,9 @@ _WAKE = TaskEvent("", "", "", "")  # put into a stream's queue to make it notice
 _TERMINAL = frozenset(s.value for s in TERMINAL_STATUSES)
 
 
+SUBSCRIBED_METADATA = "tq-subscribed"
+
+
 def metadata(context: Context, key: str) -> str | None:
     for name, value in context.invocation_metadata() or ():
         if name == key and isinstance(value, str):
@@ -175,7 +178,10 @@ class TaskQueueService(TaskQueueServicer):
             subscription = self._hub.subscribe(query.task_types, statuses)
             self._streams.add(subscription)
             try:
-                await self._hub.registered()
+                # Live from here on: every change that commits after the client has this
+                # initial metadata reaches the stream (see events.py).
+                if await self._hub.registered():
+                    await context.send_initial_metadata(((SUBSCRIBED_METADATA, "true"),))
                 updates = self._task_updates if query.task_id else self._all_updates
                 async for update in updates(subscription, query, context):
                     yield update

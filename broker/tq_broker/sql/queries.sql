@@ -118,10 +118,11 @@ SELECT pg_advisory_unlock(7461203926) AS released;
 
 -- worker_register --
 -- Register a worker, or bring a known one back online.
-INSERT INTO tq_workers (worker_id, task_types, concurrency)
-VALUES (%(worker_id)s, %(task_types)s, %(concurrency)s)
+INSERT INTO tq_workers (worker_id, task_types, concurrency, prefetch)
+VALUES (%(worker_id)s, %(task_types)s, %(concurrency)s, %(prefetch)s)
 ON CONFLICT (worker_id) DO UPDATE
-SET task_types = EXCLUDED.task_types, concurrency = EXCLUDED.concurrency, status = 'online',
+SET task_types = EXCLUDED.task_types, concurrency = EXCLUDED.concurrency,
+    prefetch = EXCLUDED.prefetch, status = 'online',
     last_heartbeat = now(), registered_at = CASE WHEN tq_workers.status = 'offline'
                                                  THEN now() ELSE tq_workers.registered_at END
 RETURNING worker_id;
@@ -132,53 +133,86 @@ UPDATE tq_workers
 SET last_heartbeat = now(), cpu_usage_percent = %(cpu_usage_percent)s,
     memory_usage_mb = %(memory_usage_mb)s, current_tasks = %(current_tasks)s
 WHERE worker_id = %(worker_id)s AND status <> 'offline'
-RETURNING worker_id;
+RETURNING worker_id, concurrency + prefetch AS lease_max;
 
 -- worker_get --
 -- A worker's registration, for claims.
 SELECT worker_id, task_types, status FROM tq_workers WHERE worker_id = %(worker_id)s;
 
--- worker_deregister --
--- A worker leaving: offline now, and whatever it still holds is due for rescue at once.
-WITH gone AS (
-    UPDATE tq_workers SET status = 'offline', current_tasks = 0
-    WHERE worker_id = %(worker_id)s
-    RETURNING worker_id
-)
+-- worker_drain --
+-- A worker stopping: it claims nothing more (its waiting claim ends now, on every replica), but
+-- keeps its leases until it has reported and released what it holds.
+UPDATE tq_workers SET status = 'draining'
+WHERE worker_id = %(worker_id)s AND status <> 'offline'
+RETURNING worker_id, pg_notify('tq_worker_stop', worker_id) IS NULL AS notified;
+
+-- worker_set_offline --
+-- A worker leaving: offline now, so no claim is made for it from here on. It waits for a claim
+-- statement that holds the worker's row (FOR SHARE), so what that claim took is seen by the
+-- next statement, worker_expire_leases, in the same transaction.
+UPDATE tq_workers SET status = 'offline', current_tasks = 0
+WHERE worker_id = %(worker_id)s
+RETURNING worker_id, pg_notify('tq_worker_stop', worker_id) IS NULL AS notified;
+
+-- worker_expire_leases --
+-- Whatever a leaving worker still holds is due for rescue at once (a graceful worker has
+-- reported or released everything first, so this finds nothing).
 UPDATE tq_tasks SET lease_expires_at = now()
-WHERE worker_id = (SELECT worker_id FROM gone) AND status = 'in_progress';
+WHERE worker_id = %(worker_id)s AND status = 'in_progress';
 
 -- worker_count_known --
 -- Whether a worker id was ever registered (deregister of an unknown id is a 404).
 SELECT 1 AS known FROM tq_workers WHERE worker_id = %(worker_id)s;
 
 -- task_claim --
--- Hand out up to max_tasks ready tasks of the given types, best priority first, oldest first.
--- SKIP LOCKED lets concurrent claims take disjoint rows without waiting on each other.
-WITH ready AS (
+-- Hand out up to max_tasks ready tasks of the worker's types, best priority first, oldest first,
+-- only while the worker is online: its row is held FOR SHARE for the statement, so a concurrent
+-- drain or deregister either waits for this claim (and then sees what it took) or commits first
+-- (and this claim takes nothing). SKIP LOCKED lets concurrent claims take disjoint rows.
+-- A row per task claimed, each with the worker's types; with none, one row without a task
+-- (worker_task_types NULL: the worker is not online).
+WITH worker AS (
+    SELECT worker_id, task_types FROM tq_workers
+    WHERE worker_id = %(worker_id)s AND status = 'online'
+    FOR SHARE
+), ready AS (
     SELECT task_id FROM tq_tasks
     WHERE status IN ('pending', 'failed') AND run_at <= now()
-      AND task_type = ANY(%(task_types)s::text[])
+      AND task_type = ANY((SELECT task_types FROM worker)::text[])
     ORDER BY priority DESC, run_at
     LIMIT %(max_tasks)s
     FOR UPDATE SKIP LOCKED
+), claimed AS (
+    UPDATE tq_tasks AS t
+    SET status = 'in_progress', worker_id = %(worker_id)s, lease_token = gen_random_uuid(),
+        claimed_at = now(),
+        lease_expires_at = now() + %(lease_ttl_seconds)s * interval '1 second',
+        updated_at = now()
+    FROM ready WHERE t.task_id = ready.task_id
+    RETURNING t.task_id, t.task_type, t.payload, t.priority, t.lease_token, t.lease_expires_at,
+              t.timeout_seconds, t.retry_count, t.max_retries, t.run_at, t.claimed_at, t.status,
+              t.updated_at
 )
-UPDATE tq_tasks AS t
-SET status = 'in_progress', worker_id = %(worker_id)s, lease_token = gen_random_uuid(),
-    claimed_at = now(), lease_expires_at = now() + %(lease_ttl_seconds)s * interval '1 second',
-    updated_at = now()
-FROM ready WHERE t.task_id = ready.task_id
-RETURNING t.task_id, t.task_type, t.payload, t.priority, t.lease_token, t.lease_expires_at,
-          t.timeout_seconds, t.retry_count, t.max_retries, t.run_at, t.claimed_at, t.status,
-          t.updated_at;
+SELECT w.task_types AS worker_task_types, c.*
+FROM (VALUES (1)) AS one
+LEFT JOIN worker AS w ON true
+LEFT JOIN claimed AS c ON true;
+
+-- task_types_ready --
+-- Which of these task types have a task ready to claim now (for waiting claims: readiness by
+-- time sends no notification).
+SELECT t AS task_type FROM unnest(%(task_types)s::text[]) AS t
+WHERE EXISTS (SELECT 1 FROM tq_tasks
+              WHERE task_type = t AND status IN ('pending', 'failed') AND run_at <= now());
 
 -- task_renew_leases --
--- Extend the leases a worker still holds; a stale token renews nothing. The hard deadline
--- (claimed_at + timeout) is not moved.
+-- Extend the leases this worker still holds; a stale token, or another worker's lease, renews
+-- nothing. The hard deadline (claimed_at + timeout) is not moved.
 UPDATE tq_tasks AS t
 SET lease_expires_at = now() + %(lease_ttl_seconds)s * interval '1 second'
 FROM unnest(%(task_ids)s::uuid[], %(lease_tokens)s::uuid[]) AS h(task_id, lease_token)
 WHERE t.task_id = h.task_id AND t.lease_token = h.lease_token AND t.status = 'in_progress'
+  AND t.worker_id = %(worker_id)s
 RETURNING t.task_id;
 
 -- task_complete_many --
@@ -219,8 +253,11 @@ WITH released AS (
     FROM unnest(%(task_ids)s::uuid[], %(lease_tokens)s::uuid[]) AS r(task_id, lease_token)
     WHERE t.task_id = r.task_id AND t.lease_token = r.lease_token AND t.status = 'in_progress'
     RETURNING t.task_id, t.task_type, t.status, t.updated_at
+), notified AS (
+    SELECT pg_notify('tq_task_ready', task_type || ' ' || count(*)) FROM released
+    GROUP BY task_type
 )
-SELECT task_id, task_type, status, updated_at, pg_notify('tq_task_ready', '') IS NULL AS notified
+SELECT task_id, task_type, status, updated_at, (SELECT count(*) FROM notified) AS notified
 FROM released;
 
 -- task_requeue --
@@ -232,7 +269,8 @@ WITH requeued AS (
     WHERE task_id = %(task_id)s AND status = 'dead_letter'
     RETURNING task_id, task_type, status, updated_at
 )
-SELECT task_id, task_type, status, updated_at, pg_notify('tq_task_ready', '') IS NULL AS notified
+SELECT task_id, task_type, status, updated_at,
+       pg_notify('tq_task_ready', task_type || ' 1') IS NULL AS notified
 FROM requeued;
 
 -- task_rescue_expired --
@@ -343,10 +381,6 @@ SELECT count(*) FILTER (WHERE status IN ('pending', 'failed') AND run_at <= now(
 FROM tq_tasks
 WHERE status IN ('pending', 'failed', 'in_progress') AND task_type = ANY(%(task_types)s::text[]);
 
--- event_listeners_exist --
--- Whether any replica has a live event subscriber (publishers skip NOTIFY when none has).
-SELECT EXISTS (SELECT 1 FROM tq_event_listeners WHERE expires_at > now()) AS listening;
-
 -- event_listener_register --
 -- This replica has subscribers; the row lapses unless renewed.
 INSERT INTO tq_event_listeners (replica_id, expires_at)
@@ -358,8 +392,15 @@ ON CONFLICT (replica_id) DO UPDATE SET expires_at = EXCLUDED.expires_at;
 DELETE FROM tq_event_listeners WHERE replica_id = %(replica_id)s;
 
 -- event_publish --
--- Fan task status changes out to every replica: one notification per chunk of events.
-SELECT pg_notify('tq_task_events', p) FROM unnest(%(payloads)s::text[]) AS p;
+-- Fan committed task status changes out to every replica, one notification per chunk of
+-- events, if any replica has a live subscriber. Run after the changes committed, so it sees
+-- every subscriber registered before they did.
+WITH listening AS (
+    SELECT EXISTS (SELECT 1 FROM tq_event_listeners WHERE expires_at > now()) AS yes
+)
+SELECT (SELECT yes FROM listening) AS listening,
+       (SELECT count(pg_notify('tq_task_events', p)) FROM unnest(%(payloads)s::text[]) AS p
+         WHERE (SELECT yes FROM listening)) AS sent;
 
 -- metrics_pending --
 -- Pending tasks by type and priority bucket (high >= 200, normal 100-199, low <= 99).

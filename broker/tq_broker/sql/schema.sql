@@ -48,17 +48,20 @@ CREATE TABLE tq_workers (
     last_heartbeat    timestamptz      NOT NULL DEFAULT now(),
     current_tasks     integer          NOT NULL DEFAULT 0,
     cpu_usage_percent double precision NOT NULL DEFAULT 0,
-    memory_usage_mb   double precision NOT NULL DEFAULT 0
+    memory_usage_mb   double precision NOT NULL DEFAULT 0,
+    prefetch          integer          NOT NULL DEFAULT 0 CHECK (prefetch >= 0)
 );
 
 CREATE FUNCTION tq_notify_task_ready() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    PERFORM pg_notify('tq_task_ready', '');
+    PERFORM pg_notify('tq_task_ready', task_type || ' ' || count(*))
+    FROM inserted WHERE run_at <= now() GROUP BY task_type;
     RETURN NULL;
 END;
 $$;
 
 CREATE TRIGGER tq_tasks_notify_ready AFTER INSERT ON tq_tasks
+    REFERENCING NEW TABLE AS inserted
     FOR EACH STATEMENT EXECUTE FUNCTION tq_notify_task_ready();
 
 CREATE TABLE tq_api_keys (
