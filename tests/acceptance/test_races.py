@@ -116,6 +116,30 @@ def test_worker_stopped_while_idle_costs_no_attempt(database_url: str, workdir: 
         broker.stop()
 
 
+def test_a_claim_whose_client_hung_up_takes_nothing(database_url: str, workdir: Path) -> None:
+    """A worker killed mid long-poll (or its connection cut) leaves no claim behind."""
+    broker = BrokerProcess(["--database-url", database_url], workdir / "broker.log").start()
+    try:
+        with httpx.Client(base_url=broker.url) as http:
+            worker = {"worker_id": "hung-up", "task_types": ["work"], "concurrency": 1}
+            assert http.post("/api/v1/workers", json=worker).status_code == 201
+            with pytest.raises(httpx.ReadTimeout):
+                http.post(
+                    "/api/v1/tasks/claim",
+                    json={"worker_id": "hung-up", "wait_seconds": 20},
+                    timeout=0.5,
+                )
+            time.sleep(0.5)  # the broker notices the closed connection
+            task_id = http.post("/api/v1/tasks", json={"task_type": "work"}).json()["task_id"]
+            time.sleep(1.0)
+            task = http.get(f"/api/v1/tasks/{task_id}").json()
+            assert task["status"] == "pending", f"taken by a claim nobody waits for: {task}"
+            claimed = http.post("/api/v1/tasks/claim", json={"worker_id": "hung-up"}).json()
+            assert [t["task_id"] for t in claimed["tasks"]] == [task_id]
+    finally:
+        broker.stop()
+
+
 # -- subscribed means subscribed ------------------------------------------------------------
 
 

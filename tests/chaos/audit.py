@@ -24,6 +24,8 @@ CREATE TABLE IF NOT EXISTS tq_chaos_transitions (
     retry_count integer     NOT NULL,
     lease_token uuid,
     result      bytea,
+    worker_id   text,
+    error       text,
     at          timestamptz NOT NULL DEFAULT clock_timestamp()
 );
 
@@ -37,9 +39,9 @@ BEGIN
        OR OLD.lease_token IS DISTINCT FROM NEW.lease_token
        OR OLD.result IS DISTINCT FROM NEW.result THEN
         INSERT INTO tq_chaos_transitions (task_id, old_status, new_status, retry_count,
-                                          lease_token, result)
+                                          lease_token, result, worker_id, error)
         VALUES (NEW.task_id, CASE WHEN TG_OP = 'UPDATE' THEN OLD.status END, NEW.status,
-                NEW.retry_count, NEW.lease_token, NEW.result);
+                NEW.retry_count, NEW.lease_token, NEW.result, NEW.worker_id, NEW.error);
     END IF;
     RETURN NULL;
 END $$;
@@ -59,6 +61,8 @@ class Transition:
     lease_token: str | None
     result: bytes | None
     at: float  # unix time
+    worker_id: str | None = None  # the task's worker as of this transition
+    error: str | None = None
 
 
 def install(conninfo: str) -> None:
@@ -72,7 +76,7 @@ def read_transitions(conninfo: str) -> dict[str, list[Transition]]:
     with psycopg.connect(conninfo, autocommit=True, row_factory=dict_row) as conn:
         rows = conn.execute(
             "SELECT task_id::text, old_status, new_status, retry_count, lease_token::text, "
-            "result, at FROM tq_chaos_transitions ORDER BY seq"
+            "result, at, worker_id, error FROM tq_chaos_transitions ORDER BY seq"
         ).fetchall()
     for row in rows:
         at: datetime = row["at"]
@@ -85,6 +89,8 @@ def read_transitions(conninfo: str) -> dict[str, list[Transition]]:
                 row["lease_token"],
                 bytes(row["result"]) if row["result"] is not None else None,
                 at.timestamp(),
+                row["worker_id"],
+                row["error"],
             )
         )
     return by_task

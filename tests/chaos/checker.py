@@ -14,6 +14,8 @@ Guarantees checked (ARCHITECTURE.md, "Task life cycle"):
 - at most one result is ever accepted, and it is the result of a run that finished, started
   under the claim that was current when the result was accepted;
 - no claim after a 204 cancel;
+- no attempt is burned by a graceful stop: no lease of a worker process that was stopped with
+  SIGTERM (and nothing else at the time) expires;
 - every task is terminal within `bound_seconds` of being stored.
 """
 
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import statistics
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -100,13 +103,23 @@ def claims(trail: list[Transition]) -> list[Claim]:
     return found
 
 
+def _expired_lease_pid(t: Transition) -> int | None:
+    """The pid in the worker id (worker-<host>-<pid>-<random>) of a rescue by lease expiry."""
+    if t.old_status != "in_progress" or not (t.error or "").startswith("lease expired"):
+        return None
+    parts = (t.worker_id or "").rsplit("-", 2)
+    return int(parts[1]) if len(parts) == 3 and parts[1].isdigit() else None
+
+
 def check(
     ops: list[Op],
     stored_tasks: list[StoredTask],
     transitions: dict[str, list[Transition]],
     runs: list[Run],
     bound_seconds: float,
+    graceful_stops: Mapping[int, float] | None = None,
 ) -> Report:
+    """`graceful_stops`: pid -> when that worker process was sent SIGTERM (and nothing else)."""
     report = Report()
     bad = report.violations.append
 
@@ -180,6 +193,12 @@ def check(
             bad(f"{len(terminal)} terminal transitions of {task_id}")
         elif terminal[0] != len(trail) - 1:
             bad(f"changed after its terminal state: {task_id}")
+
+        for t in trail:
+            pid = _expired_lease_pid(t)
+            stopped_at = (graceful_stops or {}).get(pid or 0)
+            if stopped_at is not None and t.at > stopped_at:
+                bad(f"attempt burned by a graceful stop of pid {pid}: {task_id} ({t.error})")
 
         task_claims = claims(trail)
         tries = sum(1 for c in task_claims if not c.handed_back)

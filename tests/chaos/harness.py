@@ -50,6 +50,8 @@ class ChaosCluster:
     partitioned_worker: WorkerProcess = field(init=False)
     faulted_workers: list[WorkerProcess] = field(default_factory=list)
     draining_workers: list[WorkerProcess] = field(default_factory=list)
+    # (pid, when) of workers stopped with SIGTERM and nothing else at the time
+    graceful_stops: list[tuple[int, float]] = field(default_factory=list)
     clients: Clients | None = None
     faulted_brokers: list[BrokerProcess] = field(default_factory=list)
     burners: list[subprocess.Popen[bytes]] = field(default_factory=list)

@@ -61,10 +61,22 @@ def _drain_worker(c: ChaosCluster) -> str:
     worker.signal(signal.SIGCONT)  # a paused worker would never see the SIGTERM
     worker.signal(signal.SIGTERM)
     c.draining_workers.append(worker)
+    c.graceful_stops.append((worker.pid, time.time()))
     return (
         f"SIGTERM worker {worker.name} (pid {worker.pid}) after a burst of "
         f"{DRAIN_BURST_TASKS} tasks: drain, hand back what it holds"
     )
+
+
+def _stop_worker(c: ChaosCluster) -> str:
+    """A scale-in: SIGTERM with no burst, so the worker is most likely idle, its long-poll
+    waiting at the broker. The stop must cost no task an attempt (the checker's rule)."""
+    worker = random.choice(c.workers)
+    worker.signal(signal.SIGCONT)
+    worker.signal(signal.SIGTERM)
+    c.draining_workers.append(worker)
+    c.graceful_stops.append((worker.pid, time.time()))
+    return f"SIGTERM worker {worker.name} (pid {worker.pid}), most likely idle"
 
 
 def _restart_drained_workers(c: ChaosCluster) -> None:
@@ -143,6 +155,7 @@ def catalogue(lease_ttl: float) -> list[Fault]:
     return [
         Fault("kill-worker", 1.0, _kill_worker, _restart_workers),
         Fault("drain-worker", 1.0, _drain_worker, _restart_drained_workers),
+        Fault("stop-worker", 1.0, _stop_worker, _restart_drained_workers),
         Fault("kill-leader", 2.0, _kill_broker(leader=True), _restart_brokers),
         Fault("kill-broker", 2.0, _kill_broker(leader=False), _restart_brokers),
         Fault("pause-worker", past_lease, _pause_worker, _restart_workers),
@@ -188,7 +201,8 @@ def long_profile(seed: int, lease_ttl: float, minutes: float) -> Profile:
     on_workers = [
         f
         for f in faults
-        if f.name in ("kill-worker", "drain-worker", "pause-worker", "partition-worker")
+        if f.name
+        in ("kill-worker", "drain-worker", "stop-worker", "pause-worker", "partition-worker")
     ]
     elsewhere = [f for f in faults if f not in on_workers]
     steps: list[Step] = []
@@ -221,11 +235,14 @@ class Nemesis:
         random.seed(self.profile.seed)  # which worker or broker a fault picks
         for step in self.profile.steps:
             started: list[Fault] = []
+            stops_before = len(self.cluster.graceful_stops)
             try:
                 for fault in step.faults:
                     what = fault.start(self.cluster)
                     started.append(fault)
                     self.record.append({"at": time.time(), "fault": fault.name, "start": what})
+                if len(step.faults) > 1:  # a stop during another fault need not be clean
+                    del self.cluster.graceful_stops[stops_before:]
                 time.sleep(max(f.duration for f in step.faults))
             except Exception as error:
                 self.errors.append(f"{step.faults[len(started)].name} failed to start: {error!r}")

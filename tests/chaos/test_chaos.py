@@ -84,13 +84,14 @@ def test_chaos_history_keeps_every_guarantee(
                 shutil.copy(own_postgres.log_path, tmp_path / "postgresql.log")
     report = check(
         history.snapshot(), tasks, transitions, read_runs(cluster.execution_log),
-        profile.bound_seconds,
+        profile.bound_seconds, dict(cluster.graceful_stops),
     )  # fmt: skip
     summary = {
         "profile": profile.name,
         "seed": profile.seed,
         "partition": cluster.link.kind,
         "faults": [r["start"] for r in nemesis.record if "start" in r],
+        "graceful stops checked": len(cluster.graceful_stops),
         "client calls": history.counts(),
         **report.summary,
         "drained after heal s": drain_seconds,

@@ -31,9 +31,11 @@ class Story:
     def violations(self) -> list[str]:
         return self.report().violations
 
+    graceful_stops: dict[int, float] = field(default_factory=dict)
+
     def report(self) -> Report:
         tasks = [*self.tasks.values(), *self.more_rows]
-        return check(self.ops, tasks, self.transitions, self.runs, self.bound)
+        return check(self.ops, tasks, self.transitions, self.runs, self.bound, self.graceful_stops)
 
 
 def clean_story() -> Story:
@@ -167,6 +169,30 @@ def accept_a_stale_run(s: Story) -> None:
     s.runs.append(Run("k1", "run-2", 4243, T0 + 4.1, "none"))
 
 
+def burn_an_attempt_in_a_graceful_stop(s: Story) -> None:
+    """The worker that held the first claim got SIGTERM, yet its lease expired."""
+    s.graceful_stops = {4242: T0 + 1}
+    s.tasks["k1"] = replace(s.tasks["k1"], retry_count=1)
+    trail = s.transitions[TASK]
+    claim, done = trail[1], trail[2]
+    s.transitions[TASK] = [
+        trail[0],
+        replace(claim, worker_id="worker-host-4242-abcdef"),
+        replace(
+            claim,
+            old_status="in_progress",
+            new_status="failed",
+            retry_count=1,
+            at=T0 + 3,
+            worker_id="worker-host-4242-abcdef",
+            error="lease expired: worker worker-host-4242-abcdef stopped heartbeating",
+        ),
+        replace(claim, old_status="failed", retry_count=1, at=T0 + 4),
+        replace(done, retry_count=1, at=T0 + 5),
+    ]
+    s.runs[0] = replace(s.runs[0], started_at=T0 + 4.1)
+
+
 def finish_too_late(s: Story) -> None:
     trail = s.transitions[TASK]
     trail[-1] = replace(trail[-1], at=T0 + 60)
@@ -193,6 +219,10 @@ BREAKS: dict[str, tuple[Callable[[Story], None], str]] = {
     "run of an unknown task": (run_a_task_nobody_stored, "ran a task that is not stored: k9"),
     "retry_count disagrees": (miscount_retries, "1 attempts of"),
     "stale run's result": (accept_a_stale_run, "the result of a run under an earlier claim"),
+    "graceful stop burned an attempt": (
+        burn_an_attempt_in_a_graceful_stop,
+        "attempt burned by a graceful stop of pid 4242",
+    ),
 }
 
 

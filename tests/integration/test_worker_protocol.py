@@ -356,3 +356,129 @@ def test_get_on_post_only_task_actions_is_405(api: TestClient) -> None:
         response = api.get(f"/api/v1/tasks/{action}")
         assert response.status_code == 405, action
         assert response.headers["allow"] == "POST"
+
+
+def claim_in_background(
+    api: TestClient, worker_id: str = "worker-test-1-aaaaaa", wait: float = 15
+) -> tuple[threading.Thread, list[list[dict[str, Any]]], float]:
+    answers: list[list[dict[str, Any]]] = []
+    thread = threading.Thread(target=lambda: answers.append(claim(api, worker_id, wait=wait)))
+    started = time.monotonic()
+    thread.start()
+    time.sleep(0.3)  # the claim's first statement found nothing: it waits now
+    return thread, answers, started
+
+
+def test_drain_ends_the_waiting_claim_and_the_worker_claims_nothing_after(
+    api: TestClient, db: psycopg.Connection[dict[str, Any]]
+) -> None:
+    register(api)
+    thread, answers, started = claim_in_background(api)
+    assert api.post("/api/v1/workers/worker-test-1-aaaaaa/drain").status_code == 204
+    thread.join(10)
+    assert answers == [[]]
+    assert time.monotonic() - started < 5, "the waiting claim outlived the drain"
+    task_id = submit(api)
+    assert claim(api) == [], "a draining worker was handed a task"
+    row = db.execute("SELECT status FROM tq_tasks WHERE task_id = %s", (task_id,)).fetchone()
+    assert row == {"status": "pending"}
+    # Draining, it still heartbeats and deregisters as usual; unknown workers are 404.
+    beat = api.post("/api/v1/workers/worker-test-1-aaaaaa/heartbeat", json={})
+    assert beat.status_code == 200
+    assert api.post("/api/v1/workers/worker-nobody/drain").status_code == 404
+    assert api.delete("/api/v1/workers/worker-test-1-aaaaaa").status_code == 204
+    assert api.post("/api/v1/workers/worker-test-1-aaaaaa/drain").status_code == 409
+
+
+def test_deregister_ends_the_waiting_claim_with_409(api: TestClient) -> None:
+    register(api)
+    codes: list[int] = []
+    body = {"worker_id": "worker-test-1-aaaaaa", "wait_seconds": 15}
+    thread = threading.Thread(
+        target=lambda: codes.append(api.post("/api/v1/tasks/claim", json=body).status_code)
+    )
+    started = time.monotonic()
+    thread.start()
+    time.sleep(0.3)
+    assert api.delete("/api/v1/workers/worker-test-1-aaaaaa").status_code == 204
+    thread.join(10)
+    assert codes == [409], "a claim of a worker gone while it waited: offline, register again"
+    assert time.monotonic() - started < 5
+
+
+def test_a_newer_claim_of_the_same_worker_ends_the_waiting_one(api: TestClient) -> None:
+    register(api)
+    first, first_answers, started = claim_in_background(api)
+    second, second_answers, _ = claim_in_background(api, wait=1)
+    first.join(10)
+    assert first_answers == [[]]
+    assert time.monotonic() - started < 5, "two claims of one worker waited side by side"
+    second.join(10)
+    assert second_answers == [[]]
+
+
+def test_a_task_of_another_type_does_not_end_a_waiting_claim(api: TestClient) -> None:
+    register(api, task_types=("echo",))
+    thread, answers, started = claim_in_background(api, wait=1.5)
+    submit(api, "noop")
+    thread.join(10)
+    assert answers == [[]]
+    assert time.monotonic() - started >= 1.5
+
+
+def test_a_retry_whose_backoff_ends_wakes_a_waiting_claim(
+    api: TestClient, db: psycopg.Connection[dict[str, Any]]
+) -> None:
+    """No notification is sent when a backoff ends: the replica's ready check finds it."""
+    register(api)
+    task_id = submit(api)
+    db.execute(
+        "UPDATE tq_tasks SET status = 'failed', retry_count = 1, run_at = now() + interval '1s' "
+        "WHERE task_id = %s",
+        (task_id,),
+    )
+    thread, answers, started = claim_in_background(api, wait=10)
+    thread.join(15)
+    assert [t["task_id"] for t in answers[0]] == [task_id]
+    assert time.monotonic() - started < 3
+
+
+def test_a_heartbeat_renews_no_more_leases_than_concurrency_plus_prefetch(
+    api: TestClient, db: psycopg.Connection[dict[str, Any]]
+) -> None:
+    response = api.post(
+        "/api/v1/workers",
+        json={"worker_id": "w-small", "task_types": ["noop"], "concurrency": 1, "prefetch": 1},
+    )
+    assert response.status_code == 201
+    leases = [{"task_id": str(uuid.uuid4()), "lease_token": str(uuid.uuid4())} for _ in range(3)]
+    before = db.execute("SELECT last_heartbeat FROM tq_workers").fetchone()
+    beat = api.post(
+        "/api/v1/workers/w-small/heartbeat", json={"leases": leases, "current_tasks": 3}
+    )
+    assert beat.status_code == 400
+    assert "at most 2 leases" in beat.json()["error"]
+    after = db.execute("SELECT last_heartbeat, current_tasks FROM tq_workers").fetchone()
+    assert after is not None and before is not None
+    assert (after["last_heartbeat"], after["current_tasks"]) == (before["last_heartbeat"], 0)
+    ok = api.post("/api/v1/workers/w-small/heartbeat", json={"leases": leases[:2]})
+    assert ok.status_code == 200
+
+
+def test_a_heartbeat_never_renews_another_workers_lease(
+    api: TestClient, db: psycopg.Connection[dict[str, Any]]
+) -> None:
+    register(api, "worker-a")
+    register(api, "worker-b")
+    submit(api)
+    (task,) = claim(api, "worker-a")
+    db.execute(
+        "UPDATE tq_tasks SET lease_expires_at = now() + interval '5 seconds' WHERE task_id = %s",
+        (task["task_id"],),
+    )
+    beat = api.post("/api/v1/workers/worker-b/heartbeat", json={"leases": [lease(task)]})
+    assert beat.json() == {"renewed": [], "abandon": [task["task_id"]]}
+    row = db.execute(
+        "SELECT lease_expires_at < now() + interval '10 seconds' AS unchanged FROM tq_tasks"
+    ).fetchone()
+    assert row == {"unchanged": True}

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tq_broker.ratelimit import TokenBucket, grant_size, retry_after
+from tq_broker.ratelimit import HeartbeatBudget, TokenBucket, grant_size, retry_after
 
 
 def test_a_full_bucket_admits_exactly_the_burst_at_once_then_refuses() -> None:
@@ -69,3 +69,32 @@ def test_admitted_requests_in_any_window_stay_within_burst_plus_rate_times_windo
         for j in range(i, len(admitted_at)):
             window = admitted_at[j] - start
             assert j - i + 1 <= burst + rate * window + 1e-6
+
+
+def test_heartbeat_budget_is_per_worker_and_refills_with_time() -> None:
+    now = [0.0]
+    budget = HeartbeatBudget(
+        lease_ttl_seconds=30, heartbeat_interval_seconds=5, burst=10, clock=lambda: now[0]
+    )
+    assert all(budget.admit("w1").admitted for _ in range(10))
+    refused = budget.admit("w1")
+    assert not refused.admitted and refused.retry_after_seconds >= 1
+    assert budget.admit("w2").admitted, "one worker's beats do not spend another's budget"
+    now[0] += 30 / 10  # one beat's worth of refill
+    assert budget.admit("w1").admitted
+    assert not budget.admit("w1").admitted
+
+
+def test_heartbeat_budget_never_refills_slower_than_thrice_the_asked_rate() -> None:
+    budget = HeartbeatBudget(lease_ttl_seconds=30, heartbeat_interval_seconds=0.2, burst=10)
+    assert budget.rate == 15.0
+
+
+def test_heartbeat_budget_forgets_idle_workers_before_growing_past_its_bound() -> None:
+    now = [0.0]
+    budget = HeartbeatBudget(30, 5, burst=2, workers_max=3, clock=lambda: now[0])
+    for worker in ("a", "b", "c"):
+        budget.admit(worker)
+    now[0] += 100  # all three buckets are full again
+    assert budget.admit("d").admitted
+    assert len(budget._buckets) == 1
