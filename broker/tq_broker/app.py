@@ -187,7 +187,9 @@ def create_app(settings: BrokerSettings) -> FastAPI:
         app.state.store = TaskStore(connector, settings.max_payload_bytes, events)
         app.state.worker_store = WorkerStore(connector, lease_config(settings), events)
         app.state.heartbeat_budget = HeartbeatBudget(
-            settings.lease_ttl_seconds, settings.heartbeat_interval_seconds
+            settings.lease_ttl_seconds,
+            settings.heartbeat_interval_seconds,
+            burst=settings.heartbeat_budget_per_ttl,
         )
         app.state.keys = ApiKeyStore(connector)
         app.state.authenticator = authenticator = Authenticator(

@@ -14,7 +14,7 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from tq_broker.ratelimit import BURST_DEFAULT, RATE_DEFAULT
+from tq_broker.ratelimit import BURST_DEFAULT, HEARTBEAT_BURST_DEFAULT, RATE_DEFAULT
 from tq_broker.store import PAYLOAD_LIMIT_BYTES_DEFAULT
 
 
@@ -80,6 +80,11 @@ class BrokerSettings(BaseSettings):
     heartbeat_interval_seconds: float = Field(5.0, gt=0, description="Workers beat this often.")
     lease_ttl_seconds: float = Field(
         30.0, gt=0, description="A claim's lease lasts this long unless a heartbeat renews it."
+    )
+    heartbeat_budget_per_ttl: int = Field(
+        HEARTBEAT_BURST_DEFAULT,
+        ge=1,
+        description="Heartbeats a worker may send per lease TTL, per replica (past it: 429).",
     )
     claim_wait_max_seconds: float = Field(20.0, ge=0, description="Longest claim long-poll.")
     claim_poll_interval_seconds: float = Field(

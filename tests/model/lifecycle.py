@@ -264,7 +264,8 @@ class Lifecycle:
         renewed, abandon = [], []
         for task_id, token in leases:
             task = self.tasks.get(task_id)
-            if task is not None and task.holds(token):
+            # Only the worker's own leases: another worker's valid token renews nothing.
+            if task is not None and task.holds(token) and task.worker_id == worker_id:
                 task.lease_expires_at = self.now + self.limits.lease_ttl_seconds
                 renewed.append(task_id)
             else:
