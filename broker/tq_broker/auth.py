@@ -27,6 +27,7 @@ MAX_AUTHORIZATION_HEADER = 512
 CACHE_SECONDS_DEFAULT = 5.0
 CACHE_ENTRIES_MAX = 10_000
 BOOTSTRAP_BUCKET = "bootstrap-admin"
+TICKET_SECONDS = 30.0  # a WebSocket ticket must be used this soon
 
 
 class Unauthenticated(BrokerError):
@@ -88,27 +89,32 @@ class Authenticator:
             hash_secret(config.bootstrap_admin_key) if config.bootstrap_admin_key else None
         )
         self._cache: OrderedDict[bytes, tuple[Principal | None, float]] = OrderedDict()
+        self._revalidated: OrderedDict[UUID, tuple[bool, float]] = OrderedDict()
         self._used: set[UUID] = set()
 
     def forget(self, key_id: UUID) -> None:
         """Drop a revoked key from this replica's cache at once."""
+        self._revalidated.pop(key_id, None)
         for digest, (principal, _) in list(self._cache.items()):
             if principal is not None and principal.key_id == key_id:
                 del self._cache[digest]
+
+    def _bootstrap(self) -> Principal:
+        return Principal(
+            BOOTSTRAP_BUCKET,
+            None,
+            "bootstrap-admin",
+            frozenset({Permission.ADMIN}),
+            self.config.rate_limit,
+            self.config.burst,
+        )
 
     async def authenticate(self, header: str | None) -> Principal:
         digest = hash_secret(bearer_token(header))
         if self._bootstrap_hash is not None and secrets.compare_digest(
             digest, self._bootstrap_hash
         ):
-            return Principal(
-                BOOTSTRAP_BUCKET,
-                None,
-                "bootstrap-admin",
-                frozenset({Permission.ADMIN}),
-                self.config.rate_limit,
-                self.config.burst,
-            )
+            return self._bootstrap()
         principal = await self._lookup(digest)
         if principal is None:
             raise Unauthenticated("unknown or revoked API key")
@@ -127,6 +133,32 @@ class Authenticator:
         while len(self._cache) > CACHE_ENTRIES_MAX:
             self._cache.popitem(last=False)
         return principal
+
+    async def issue_ticket(self, principal: Principal) -> str:
+        """A single-use WebSocket ticket standing for this key for `TICKET_SECONDS`."""
+        return await self._keys.ws_ticket_insert(principal.key_id, TICKET_SECONDS)
+
+    async def redeem_ticket(self, ticket: str) -> Principal:
+        if not ticket.startswith("tqt_") or len(ticket) > MAX_AUTHORIZATION_HEADER:
+            raise Unauthenticated("malformed ticket")
+        record = await self._keys.ws_ticket_redeem(ticket)
+        if record is None:
+            raise Unauthenticated("unknown, used or expired ticket")
+        return self._bootstrap() if record == "bootstrap" else self._principal(record)
+
+    async def still_valid(self, principal: Principal) -> bool:
+        """Whether a long-lived stream's key is still good (revocation is seen within the
+        cache interval, as for requests). The bootstrap key is valid while configured."""
+        if principal.key_id is None:
+            return self._bootstrap_hash is not None
+        cached = self._revalidated.get(principal.key_id)
+        if cached is not None and cached[1] > time.monotonic():
+            return cached[0]
+        valid = await self._keys.key_get_by_id(principal.key_id) is not None
+        self._revalidated[principal.key_id] = (valid, time.monotonic() + self.config.cache_seconds)
+        while len(self._revalidated) > CACHE_ENTRIES_MAX:
+            self._revalidated.popitem(last=False)
+        return valid
 
     def _principal(self, record: KeyRecord) -> Principal:
         return Principal(
@@ -156,3 +188,20 @@ class Authenticator:
                 self._used |= used
                 raise
         return len(used)
+
+
+class StreamKey:
+    """The key of a long-lived stream (WebSocket, gRPC), re-checked at most once per key-cache
+    interval, so that revoking it ends the stream about as soon as it refuses requests."""
+
+    def __init__(self, auth: Authenticator, principal: Principal | None) -> None:
+        self._auth = auth
+        self._principal = principal
+        self.interval = auth.config.cache_seconds
+        self._next_check = time.monotonic() + self.interval
+
+    async def still_valid(self) -> bool:
+        if self._principal is None or time.monotonic() < self._next_check:
+            return True
+        self._next_check = time.monotonic() + self.interval
+        return await self._auth.still_valid(self._principal)

@@ -22,6 +22,7 @@ import uvicorn
 from fastapi import FastAPI
 from prometheus_client import start_http_server
 
+from tq_broker import redaction
 from tq_broker.app import connector_config, create_app
 from tq_broker.connector import Connector
 from tq_broker.embedded import EmbeddedPostgres, EmbeddedPostgresError
@@ -180,6 +181,7 @@ def serve(settings: BrokerSettings) -> int:
         # connection closed by the server just as a client reuses it is a spurious ReadError.
         timeout_keep_alive=75,
     )
+    redaction.install()  # after uvicorn.Config, which sets up uvicorn's handlers
     server = BrokerServer(config, app)
     if settings.grpc_port:
         from tq_broker.rpc.server import GrpcServer  # grpc costs ~0.5 s of imports: only if used

@@ -4,6 +4,12 @@ It runs the server binaries found on the machine (`pg_config --bindir`, PATH, th
 layout) or those of the `pgserver` wheel, listens only on a Unix socket in the data directory,
 and keeps its data there across restarts. The tests use this same class.
 
+Nobody else on the machine may use it: the socket directory is 0700 (only the server's user,
+and root, can reach the socket), and every connection needs a password (scram-sha-256)
+generated at initdb and kept in `data_dir/passfile` (libpq's format, mode 0600, owned by the
+broker's user), which the connection strings name instead of the password itself. A data
+directory from before (trust authentication) is converted on its next start.
+
 The one thing not to break: the server never outlives its owner. It is started with a parent-
 death signal, so a broker killed with SIGKILL takes its PostgreSQL down (cleanly) with it.
 """
@@ -15,6 +21,7 @@ import glob
 import logging
 import os
 import pwd
+import secrets
 import shutil
 import signal
 import stat
@@ -25,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import psycopg
+import psycopg.sql
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +112,15 @@ def _die_with_parent() -> None:
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGINT)
 
 
+# Unix socket only (listen_addresses is empty), and a password for everyone.
+_HBA = "# written by taskqueue: no trust, ever\nlocal all all scram-sha-256\n"
+
+
+def _is_trust(line: str) -> bool:
+    fields = line.split("#", 1)[0].split()
+    return bool(fields) and fields[-1] == "trust"
+
+
 def _reachable_by_others(path: Path) -> bool:
     for parent in [path, *path.parents]:
         mode = parent.stat().st_mode
@@ -132,16 +149,27 @@ class EmbeddedPostgres:
     def log_path(self) -> Path:
         return self.data_dir / "postgres.log"
 
+    @property
+    def passfile(self) -> Path:
+        return self.data_dir / "passfile"
+
     def conninfo(self, dbname: str = DATABASE_NAME) -> str:
         if self._socket_dir is None:
             raise EmbeddedPostgresError("embedded PostgreSQL is not started")
-        return f"host={self._socket_dir} port=5432 user={SUPERUSER} dbname={dbname}"
+        return (
+            f"host={self._socket_dir} port=5432 user={SUPERUSER} dbname={dbname} "
+            f"passfile={self.passfile}"
+        )
 
     def url(self, dbname: str = DATABASE_NAME) -> str:
-        """A postgresql:// URL for --database-url (the socket directory as the host)."""
+        """A postgresql:// URL for --database-url (the socket directory as the host); it names
+        the password file, never the password."""
         if self._socket_dir is None:
             raise EmbeddedPostgresError("embedded PostgreSQL is not started")
-        return f"postgresql://{SUPERUSER}@/{dbname}?host={self._socket_dir}&port=5432"
+        return (
+            f"postgresql://{SUPERUSER}@/{dbname}?host={self._socket_dir}&port=5432"
+            f"&passfile={self.passfile}"
+        )
 
     def start(self) -> EmbeddedPostgres:
         self.data_dir = self.data_dir.resolve()
@@ -156,15 +184,49 @@ class EmbeddedPostgres:
             self._initdb(bindir)
         self._launch(bindir)
         self._wait_ready()
+        self._require_password()
         self._ensure_database(DATABASE_NAME)
         return self
 
     def _choose_socket_dir(self) -> Path:
         run_dir = self.data_dir / "run"
         if len(str(run_dir)) <= _SOCKET_PATH_MAX:
-            run_dir.mkdir(exist_ok=True)
+            run_dir.mkdir(mode=0o700, exist_ok=True)
+            os.chmod(run_dir, 0o700)
             return run_dir
-        return Path(tempfile.mkdtemp(prefix="tq-pg-"))
+        return Path(tempfile.mkdtemp(prefix="tq-pg-"))  # 0700 already
+
+    def _new_password(self) -> str:
+        """A fresh password, written to the passfile (0600) before anything uses it."""
+        password = secrets.token_urlsafe(32)
+        fd = os.open(self.passfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="ascii") as out:
+            out.write(f"*:*:*:{SUPERUSER}:{password}\n")
+        os.chmod(self.passfile, 0o600)
+        return password
+
+    def _password(self) -> str | None:
+        try:
+            return self.passfile.read_text(encoding="ascii").strip().rsplit(":", 1)[1]
+        except (OSError, IndexError):
+            return None
+
+    def _require_password(self) -> None:
+        """Convert a data directory initialised with trust authentication (before passwords)."""
+        hba = self.pgdata / "pg_hba.conf"
+        lines = hba.read_text(encoding="utf-8").splitlines()
+        if not any(_is_trust(line) for line in lines):
+            return
+        password = self._password() or self._new_password()
+        with psycopg.connect(self.conninfo("postgres"), autocommit=True) as conn:
+            conn.execute(
+                psycopg.sql.SQL("ALTER ROLE {} PASSWORD {}").format(
+                    psycopg.sql.Identifier(SUPERUSER), psycopg.sql.Literal(password)
+                )
+            )
+            hba.write_text(_HBA, encoding="utf-8")
+            conn.execute("SELECT pg_reload_conf()")
+        log.info("embedded PostgreSQL now requires its password (was: trust)")
 
     def _hand_over_to_server_user(self) -> None:
         assert self._user is not None and self._socket_dir is not None
@@ -180,21 +242,52 @@ class EmbeddedPostgres:
             os.chown(path, entry.pw_uid, entry.pw_gid)
         os.chmod(self.data_dir, 0o755)  # noqa: S103 - the server user must traverse it
         if not self.log_path.exists():
-            self.log_path.touch()
+            self.log_path.touch(mode=0o600)
         os.chown(self.log_path, entry.pw_uid, entry.pw_gid)
+        os.chmod(self.log_path, 0o600)
+
+    def _server_identity(self) -> tuple[int | None, int | None, list[int] | None]:
+        """(user, group, extra_groups) for subprocess: the server's user, without our groups
+        (root's supplementary groups would let PostgreSQL read what only root's group may)."""
+        if self._user is None:
+            return None, None, None
+        entry = pwd.getpwnam(self._user)
+        return entry.pw_uid, entry.pw_gid, []
 
     def _run(self, args: list[str]) -> None:
-        result = subprocess.run(args, capture_output=True, text=True, user=self._user, timeout=120)
+        user, group, extra_groups = self._server_identity()
+        result = subprocess.run(
+            args,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            user=user,
+            group=group,
+            extra_groups=extra_groups,
+        )
         if result.returncode != 0:
             raise EmbeddedPostgresError(f"{args[0]} failed: {result.stderr.strip()[-2000:]}")
 
     def _initdb(self, bindir: Path) -> None:
         log.info("initialising PostgreSQL data directory %s", self.pgdata)
-        args = [str(bindir / "initdb"), "-D", str(self.pgdata), "-U", SUPERUSER, "-A", "trust"]
-        args += ["--encoding=UTF8", "--locale=C"]
-        if not self.durable:
-            args.append("--no-sync")
-        self._run(args)
+        password = self._new_password()
+        # initdb runs as the server's user and reads the password from a file of its own.
+        fd, pwfile = tempfile.mkstemp(prefix="tq-initdb-")
+        try:
+            with os.fdopen(fd, "w", encoding="ascii") as out:
+                out.write(password + "\n")
+            if self._user is not None:
+                entry = pwd.getpwnam(self._user)
+                os.chown(pwfile, entry.pw_uid, entry.pw_gid)
+            args = [str(bindir / "initdb"), "-D", str(self.pgdata), "-U", SUPERUSER]
+            args += ["--auth=scram-sha-256", f"--pwfile={pwfile}"]
+            args += ["--encoding=UTF8", "--locale=C"]
+            if not self.durable:
+                args.append("--no-sync")
+            self._run(args)
+        finally:
+            os.unlink(pwfile)
+        (self.pgdata / "pg_hba.conf").write_text(_HBA, encoding="utf-8")
 
     def _wait_for_stale_server(self) -> None:
         """A server left by a killed owner is shutting down (parent-death signal): wait for it."""
@@ -231,13 +324,16 @@ class EmbeddedPostgres:
         args = [str(bindir / "postgres"), "-D", str(self.pgdata)]
         for key, value in settings.items():
             args += ["-c", f"{key}={value}"]
+        user, group, extra_groups = self._server_identity()
         with open(self.log_path, "ab") as log_file:
             self._process = subprocess.Popen(
                 args,
+                user=user,
+                group=group,
+                extra_groups=extra_groups,
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                user=self._user,
                 preexec_fn=_die_with_parent,
                 start_new_session=True,
             )

@@ -2,7 +2,8 @@
 
 The one thing not to break: a secret exists in exactly one place, the response to the request
 that created it. It is never stored, logged or returned again; the visible prefix identifies a
-key in listings.
+key in listings. WebSocket tickets (`tqt_...`) are the same: single-use, short-lived, stored
+only as hashes.
 """
 
 from __future__ import annotations
@@ -10,8 +11,10 @@ from __future__ import annotations
 import hashlib
 import secrets
 import string
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any, Literal
 from uuid import UUID, uuid4
 
 from tq_broker.connector import Connector
@@ -50,6 +53,16 @@ class KeyRecord:
     permissions: frozenset[Permission]
     rate_limit: float | None
     burst: int | None
+
+
+def _record(row: Mapping[str, Any]) -> KeyRecord:
+    return KeyRecord(
+        key_id=row["key_id"],
+        name=row["name"],
+        permissions=frozenset(Permission(p) for p in row["permissions"] if p in _KNOWN),
+        rate_limit=row["rate_limit"],
+        burst=row["burst"],
+    )
 
 
 class ApiKeyStore:
@@ -91,13 +104,31 @@ class ApiKeyStore:
         row = await self._db.fetch_one("key_get_by_hash", {"secret_hash": secret_hash})
         if row is None or not secrets.compare_digest(bytes(row["secret_hash"]), secret_hash):
             return None
-        return KeyRecord(
-            key_id=row["key_id"],
-            name=row["name"],
-            permissions=frozenset(Permission(p) for p in row["permissions"] if p in _KNOWN),
-            rate_limit=row["rate_limit"],
-            burst=row["burst"],
+        return _record(row)
+
+    async def key_get_by_id(self, key_id: UUID) -> KeyRecord | None:
+        """The key, unless it was revoked (or never existed)."""
+        row = await self._db.fetch_one("key_get_by_id", {"key_id": key_id})
+        return _record(row) if row is not None else None
+
+    async def ws_ticket_insert(self, key_id: UUID | None, ttl_seconds: float) -> str:
+        """A new single-use ticket for this key (None: the bootstrap admin key)."""
+        ticket = "tqt_" + secrets.token_urlsafe(SECRET_BYTES)
+        await self._db.execute(
+            "ws_ticket_insert",
+            {"ticket_hash": hash_secret(ticket), "key_id": key_id, "ttl_seconds": ttl_seconds},
         )
+        return ticket
+
+    async def ws_ticket_redeem(self, ticket: str) -> KeyRecord | Literal["bootstrap"] | None:
+        """Use a ticket up: its key's record (None if the ticket is unknown, used, expired, or
+        its key was revoked since)."""
+        row = await self._db.fetch_one("ws_ticket_redeem", {"ticket_hash": hash_secret(ticket)})
+        if row is None:
+            return None
+        if row["bootstrap"]:
+            return "bootstrap"
+        return _record(row) if row["key_id"] is not None else None
 
     async def key_touch_many(self, key_ids: list[UUID]) -> None:
         await self._db.execute("key_touch_many", {"key_ids": key_ids})

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
+from tq_broker.auth import Forbidden
 from tq_broker.connector import Connector
 from tq_broker.errors import Conflict, InvalidRequest, NotFound, PayloadTooLarge
 from tq_broker.events import EventPublisher
@@ -29,6 +30,21 @@ from tq_client.protocol import (
     LeaseOutcome,
     RegisterWorkerRequest,
 )
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who makes a worker call: the API key (None: the bootstrap admin key, or auth off), and
+    whether it may act as any worker (admin, or auth off)."""
+
+    key_id: UUID | None = None
+    any_worker: bool = True
+
+    def params(self) -> dict[str, object]:
+        return {"key_id": self.key_id, "any_key": self.any_worker}
+
+
+ANY_CALLER = Caller()
 
 
 @dataclass(frozen=True)
@@ -69,19 +85,36 @@ class WorkerStore:
         self.config = config
         self._events = events or EventPublisher(connector)
 
-    async def worker_register(self, request: RegisterWorkerRequest) -> None:
+    async def worker_register(
+        self, request: RegisterWorkerRequest, caller: Caller = ANY_CALLER
+    ) -> None:
         prefetch = request.concurrency if request.prefetch is None else request.prefetch
-        await self._db.fetch_one(
+        row = await self._db.fetch_one(
             "worker_register",
             {
                 "worker_id": request.worker_id,
                 "task_types": list(request.task_types),
                 "concurrency": request.concurrency,
                 "prefetch": prefetch,
+                **caller.params(),
             },
         )
+        if row is None:
+            raise Forbidden(_not_yours(request.worker_id))
 
-    async def worker_heartbeat(self, worker_id: str, beat: HeartbeatRequest) -> HeartbeatResponse:
+    async def worker_check_owner(self, worker_id: str, caller: Caller) -> None:
+        """403 unless the caller registered this worker (or may act as any); 404 unknown."""
+        if caller.any_worker:
+            return
+        row = await self._db.fetch_one("worker_owner", {"worker_id": worker_id})
+        if row is None:
+            raise NotFound(f"worker {worker_id} is not registered")
+        if row["key_id"] != caller.key_id:
+            raise Forbidden(_not_yours(worker_id))
+
+    async def worker_heartbeat(
+        self, worker_id: str, beat: HeartbeatRequest, caller: Caller = ANY_CALLER
+    ) -> HeartbeatResponse:
         async with self._db.transaction() as tx:
             alive = await tx.fetch_one(
                 "worker_heartbeat",
@@ -90,9 +123,11 @@ class WorkerStore:
                     "cpu_usage_percent": float(beat.cpu_usage_percent),
                     "memory_usage_mb": float(beat.memory_usage_mb),
                     "current_tasks": beat.current_tasks,
+                    **caller.params(),
                 },
             )
             if alive is None:
+                await self.worker_check_owner(worker_id, caller)
                 raise NotFound(f"worker {worker_id} is not registered or was marked offline")
             if len(beat.leases) > alive["lease_max"]:  # raising rolls the heartbeat back
                 raise InvalidRequest(
@@ -116,38 +151,47 @@ class WorkerStore:
             renewed=[t for t in held if t in renewed], abandon=[t for t in held if t not in renewed]
         )
 
-    async def worker_drain(self, worker_id: str) -> None:
+    async def worker_drain(self, worker_id: str, caller: Caller = ANY_CALLER) -> None:
         """The worker stops claiming; its waiting claim (on any replica) returns now."""
+        await self.worker_check_owner(worker_id, caller)
         if await self._db.fetch_one("worker_drain", {"worker_id": worker_id}) is None:
-            await self._raise_not_online(worker_id)
+            await self._raise_not_online(worker_id, caller)
 
-    async def worker_deregister(self, worker_id: str) -> None:
+    async def worker_deregister(self, worker_id: str, caller: Caller = ANY_CALLER) -> None:
+        await self.worker_check_owner(worker_id, caller)
         async with self._db.transaction() as tx:
             if await tx.fetch_one("worker_set_offline", {"worker_id": worker_id}) is None:
                 raise NotFound(f"worker {worker_id} is not registered")
             await tx.execute("worker_expire_leases", {"worker_id": worker_id})
 
-    async def _raise_not_online(self, worker_id: str) -> None:
-        """Explain why a worker could not claim: 404 unknown, 409 offline; draining is fine."""
+    async def _raise_not_online(self, worker_id: str, caller: Caller) -> None:
+        """Explain why a worker could not claim: 404 unknown, 403 another key's, 409 offline;
+        draining is fine."""
         row = await self._db.fetch_one("worker_get", {"worker_id": worker_id})
         if row is None:
             raise NotFound(f"worker {worker_id} is not registered")
+        if not caller.any_worker and row["key_id"] != caller.key_id:
+            raise Forbidden(_not_yours(worker_id))
         if row["status"] == "offline":
             raise Conflict(f"worker {worker_id} was marked offline; register again")
 
-    async def task_claim(self, worker_id: str, max_tasks: int) -> Claimed:
-        """One claim statement; only for a worker that is online while it runs."""
+    async def task_claim(
+        self, worker_id: str, max_tasks: int, caller: Caller = ANY_CALLER
+    ) -> Claimed:
+        """One claim statement; only for a worker that is online while it runs (and only by
+        the key that registered it)."""
         rows = await self._db.fetch_all(
             "task_claim",
             {
                 "worker_id": worker_id,
                 "max_tasks": max_tasks,
                 "lease_ttl_seconds": self.config.lease_ttl_seconds,
+                **caller.params(),
             },
         )
         types = rows[0]["worker_task_types"] if rows else None
         if types is None:
-            await self._raise_not_online(worker_id)
+            await self._raise_not_online(worker_id, caller)
             return Claimed([], [], None)
         rows = [r for r in rows if r["task_id"] is not None]
         await self._events.publish_rows(rows)
@@ -172,6 +216,7 @@ class WorkerStore:
         wait_seconds: float,
         notifier: TaskReadyNotifier,
         gone: asyncio.Event | None = None,
+        caller: Caller = ANY_CALLER,
     ) -> Claimed:
         """Claim now, or wait up to wait_seconds for tasks of the worker's types. Ends at once
         when the worker drains or deregisters, a newer claim of it arrives, the broker stops,
@@ -180,7 +225,7 @@ class WorkerStore:
         with notifier.waiting(worker_id) as waiter:
             while True:
                 waiter.woken.clear()  # before the statement: a wake during it is kept
-                claimed = await self.task_claim(worker_id, max_tasks)
+                claimed = await self.task_claim(worker_id, max_tasks, caller)
                 remaining = deadline - time.monotonic()
                 if claimed.tasks or claimed.task_types is None or remaining <= 0:
                     return claimed
@@ -263,6 +308,10 @@ async def _first(*waits: Coroutine[Any, Any, object]) -> None:
     finally:
         for task in tasks:
             task.cancel()
+
+
+def _not_yours(worker_id: str) -> str:
+    return f"worker {worker_id} was registered with another API key"
 
 
 def storable_text(text: str) -> str:

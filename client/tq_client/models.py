@@ -230,6 +230,13 @@ class CreatedKey(KeyInfo):
     key: str
 
 
+class WsTicket(WireModel):
+    """POST /api/v1/ws-tickets: connect with WS /ws?ticket=<ticket> once, within the time."""
+
+    ticket: str
+    expires_in_seconds: float
+
+
 class QueueDepth(WireModel):
     """GET /api/v1/queue-depth: work of some task types, for autoscalers."""
 

@@ -73,6 +73,7 @@ ROUTES: list[tuple[str, str, dict[str, Any] | None, str]] = [
     ),
     ("POST", "/api/v1/workers/{worker}/heartbeat", {}, "process_tasks"),
     ("POST", "/api/v1/workers/{worker}/drain", None, "process_tasks"),
+    ("POST", "/api/v1/ws-tickets", None, "read_tasks"),
     ("DELETE", "/api/v1/workers/{worker}", None, "process_tasks"),
     ("POST", "/api/v1/tasks/claim", {"worker_id": WORKER_ID}, "process_tasks"),
     (
@@ -364,3 +365,39 @@ def test_the_limit_holds_across_two_real_broker_processes(
     finally:
         for broker in brokers:
             broker.stop()
+
+
+def test_only_the_key_that_registered_a_worker_may_act_as_it(secured: TestClient) -> None:
+    owner = bearer(create_key(secured, "owner", ["process_tasks"])["key"])
+    other = bearer(create_key(secured, "other", ["process_tasks"])["key"])
+    worker = {"worker_id": WORKER_ID, "task_types": ["noop"], "concurrency": 1}
+    assert secured.post("/api/v1/workers", json=worker, headers=owner).status_code == 201
+    submitted = secured.post("/api/v1/tasks", json={"task_type": "noop"}, headers=bearer(ADMIN))
+    assert submitted.status_code == 201
+    base = f"/api/v1/workers/{WORKER_ID}"
+    fake_lease = {"task_id": str(uuid.uuid4()), "lease_token": str(uuid.uuid4())}
+    attempts = {
+        "re-register": secured.post("/api/v1/workers", json=worker, headers=other),
+        "heartbeat": secured.post(f"{base}/heartbeat", json={}, headers=other),
+        "drain": secured.post(f"{base}/drain", headers=other),
+        "claim": secured.post("/api/v1/tasks/claim", json={"worker_id": WORKER_ID}, headers=other),
+        "complete": secured.post(
+            "/api/v1/tasks/complete",
+            json={"worker_id": WORKER_ID, "tasks": [{**fake_lease, "result": ""}]},
+            headers=other,
+        ),
+        "release": secured.post(
+            "/api/v1/tasks/release",
+            json={"worker_id": WORKER_ID, "tasks": [fake_lease]},
+            headers=other,
+        ),
+        "deregister": secured.delete(base, headers=other),
+    }
+    codes = {call: response.status_code for call, response in attempts.items()}
+    assert codes == dict.fromkeys(attempts, 403), codes
+    assert "another API key" in attempts["heartbeat"].json()["error"]
+    # Nothing changed: the owner still claims the task, and an admin may act as any worker.
+    claimed = secured.post("/api/v1/tasks/claim", json={"worker_id": WORKER_ID}, headers=owner)
+    assert len(claimed.json()["tasks"]) == 1
+    assert secured.post(f"{base}/heartbeat", json={}, headers=bearer(ADMIN)).status_code == 200
+    assert secured.delete(base, headers=owner).status_code == 204

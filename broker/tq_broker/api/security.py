@@ -5,7 +5,7 @@ Also the middleware that puts the standard RateLimit-* headers on admitted respo
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPBearer
@@ -14,6 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from tq_broker.auth import Authenticator, Forbidden, Principal
 from tq_broker.keys import Permission
 from tq_broker.ratelimit import Decision
+from tq_broker.worker_store import ANY_CALLER, Caller
 
 # Declares the scheme in the OpenAPI document; the header itself is parsed by the Authenticator.
 _bearer_scheme = HTTPBearer(auto_error=False, description="API key: Authorization: Bearer <key>")
@@ -27,11 +28,24 @@ def requires(permission: Permission, rate_limited: bool = True) -> Any:
         principal = await auth.authenticate(request.headers.get("authorization"))
         if not principal.may(permission):
             raise Forbidden(f"this API key lacks the {permission.value} permission")
+        request.state.principal = principal
         if rate_limited:
             request.state.rate_limit = await auth.admit(principal)
         return principal
 
     return Depends(check)
+
+
+async def _worker_caller(request: Request) -> Caller:
+    """The caller of a worker route (after `requires` ran): its key, and whether it may act as
+    any worker (an admin key, or auth off)."""
+    principal: Principal | None = getattr(request.state, "principal", None)
+    if principal is None:
+        return ANY_CALLER
+    return Caller(principal.key_id, principal.may(Permission.ADMIN))
+
+
+CallerDep = Annotated[Caller, Depends(_worker_caller)]
 
 
 def rate_limit_headers(decision: Decision) -> dict[str, str]:

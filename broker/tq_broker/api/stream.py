@@ -5,9 +5,12 @@ Client → server: {"type": "subscribe", "filters": {"task_types": [...], "statu
 {"type": "subscribed", "filters": {...}} once the subscription is live (every change that
 commits after it is delivered, whichever replica makes it; see events.py), then
 {"type": "task_update", "task": {"task_id", "task_type", "status", "updated_at"}}.
-Authenticated like the REST API (read_tasks): `Authorization: Bearer <key>`, or `?token=<key>`
-for browsers, which cannot set headers. A client that falls behind by more than
-`SUBSCRIBER_QUEUE_MAX` events is disconnected (close code 1013), never buffered without bound.
+Authenticated like the REST API (read_tasks): `Authorization: Bearer <key>`; browsers, which
+cannot set headers, get a single-use ticket from `POST /api/v1/ws-tickets` and connect with
+`?ticket=<ticket>` (`?token=<key>` still works, but puts the key in URLs). The key is checked
+again at the key-cache interval: a revoked key's stream closes with 4401. A client that falls
+behind by more than `SUBSCRIBER_QUEUE_MAX` events is disconnected (close code 1013), never
+buffered without bound.
 """
 
 from __future__ import annotations
@@ -18,17 +21,21 @@ import json
 import re
 from typing import Any
 
-from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, Request, Response, WebSocket, WebSocketDisconnect
 
-from tq_broker.auth import Authenticator
+from tq_broker.api.errors import ERROR_RESPONSES
+from tq_broker.api.responses import json_response
+from tq_broker.api.security import requires
+from tq_broker.auth import TICKET_SECONDS, Authenticator, Forbidden, Principal, StreamKey
 from tq_broker.errors import BrokerError
 from tq_broker.events import EventHub, Subscription, TaskEvent
-from tq_broker.keys import Permission
-from tq_client.models import TASK_TYPE_PATTERN, TaskStatus
+from tq_broker.keys import ApiKeyStore, Permission
+from tq_client.models import TASK_TYPE_PATTERN, TaskStatus, WsTicket
 
 router = APIRouter()
 TOO_SLOW = TRY_AGAIN_LATER = 1013
 POLICY_VIOLATION = 1008
+KEY_REVOKED = 4401  # the key was revoked while the stream was open
 MESSAGE_MAX_BYTES = 64 * 1024
 _STATUSES = {s.value for s in TaskStatus}
 
@@ -66,27 +73,56 @@ def update_message(event: TaskEvent) -> dict[str, Any]:
     }
 
 
-async def _authorized(websocket: WebSocket) -> bool:
+@router.post(
+    "/api/v1/ws-tickets",
+    dependencies=[requires(Permission.READ_TASKS)],
+    status_code=201,
+    response_model=WsTicket,
+    responses=ERROR_RESPONSES,
+    summary="A single-use ticket for WS /ws?ticket=... (browsers: no key in the URL)",
+)
+async def create_ws_ticket(request: Request) -> Response:
+    auth: Authenticator = request.app.state.authenticator
+    principal: Principal | None = getattr(request.state, "principal", None)
+    ticket = await auth.issue_ticket(principal) if principal else await _unbound_ticket(request)
+    return json_response(WsTicket(ticket=ticket, expires_in_seconds=TICKET_SECONDS), 201)
+
+
+async def _unbound_ticket(request: Request) -> str:
+    """With auth off any ticket (and none) opens /ws; hand one out so clients need no branch."""
+    keys: ApiKeyStore = request.app.state.keys
+    return await keys.ws_ticket_insert(None, TICKET_SECONDS)
+
+
+async def _principal(websocket: WebSocket) -> Principal | None:
+    """Who connects (None with auth off); raises BrokerError when refused. A ticket is the way
+    for browsers; `?token=<key>` still works but puts the key in URLs (never in our logs)."""
     auth: Authenticator = websocket.app.state.authenticator
     if not auth.config.enabled:
-        return True
-    header = websocket.headers.get("authorization")
-    token = websocket.query_params.get("token")
-    if header is None and token:
-        header = f"Bearer {token}"
-    try:
+        return None
+    ticket = websocket.query_params.get("ticket")
+    if ticket:
+        principal = await auth.redeem_ticket(ticket)
+    else:
+        header = websocket.headers.get("authorization")
+        token = websocket.query_params.get("token")
+        if header is None and token:
+            header = f"Bearer {token}"
         principal = await auth.authenticate(header)
-    except BrokerError:
-        return False
-    return principal.may(Permission.READ_TASKS)
+    if not principal.may(Permission.READ_TASKS):
+        raise Forbidden("this API key lacks the read_tasks permission")
+    return principal
 
 
 @router.websocket("/ws")
 async def task_updates(websocket: WebSocket) -> None:
-    if not await _authorized(websocket):
+    try:
+        principal = await _principal(websocket)
+    except BrokerError:
         await websocket.close(code=POLICY_VIOLATION)  # before accept: the handshake gets 403
         return
     await websocket.accept()
+    key = StreamKey(websocket.app.state.authenticator, principal)
     hub: EventHub = websocket.app.state.event_hub
     current: list[Subscription] = []
     forwarder: asyncio.Task[None] | None = None
@@ -108,7 +144,7 @@ async def task_updates(websocket: WebSocket) -> None:
             await websocket.send_json(
                 {"type": "subscribed", "filters": {"task_types": task_types, "statuses": statuses}}
             )
-            forwarder = asyncio.create_task(_forward(websocket, current[0]))
+            forwarder = asyncio.create_task(_forward(websocket, current[0], key))
     except WebSocketDisconnect:
         pass
     finally:
@@ -120,9 +156,17 @@ async def task_updates(websocket: WebSocket) -> None:
             hub.unsubscribe(subscription)
 
 
-async def _forward(websocket: WebSocket, subscription: Subscription) -> None:
+async def _forward(websocket: WebSocket, subscription: Subscription, key: StreamKey) -> None:
     while True:
-        event = await subscription.queue.get()
+        try:
+            event = await asyncio.wait_for(subscription.queue.get(), key.interval)
+        except TimeoutError:
+            event = None
+        if not await key.still_valid():  # revoked: the stream ends too
+            await websocket.close(code=KEY_REVOKED, reason="API key revoked")
+            return
+        if event is None:
+            continue
         if subscription.dropped:  # it fell a whole queue behind: drop it, do not drain
             await websocket.close(code=TOO_SLOW, reason="subscriber too slow; reconnect")
             return

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Path, Request, Response
 from tq_broker.api.deps import BudgetDep, MetricsDep, NotifierDep, SettingsDep, WorkerStoreDep
 from tq_broker.api.errors import ERROR_RESPONSES
 from tq_broker.api.responses import json_response
-from tq_broker.api.security import requires
+from tq_broker.api.security import CallerDep, requires
 from tq_broker.auth import RateLimited
 from tq_broker.keys import Permission
 from tq_client.models import SubmitTaskResponse, TaskStatus
@@ -44,9 +44,9 @@ WorkerIdPath = Annotated[str, Path(pattern=WORKER_ID_PATTERN)]
     summary="Register a worker (or bring it back online)",
 )
 async def register_worker(
-    body: RegisterWorkerRequest, store: WorkerStoreDep, settings: SettingsDep
+    body: RegisterWorkerRequest, store: WorkerStoreDep, settings: SettingsDep, caller: CallerDep
 ) -> Response:
-    await store.worker_register(body)
+    await store.worker_register(body, caller)
     return json_response(
         RegisterWorkerResponse(
             worker_id=body.worker_id,
@@ -67,12 +67,16 @@ async def register_worker(
     summary="Heartbeat: liveness, load, lease renewal",
 )
 async def heartbeat(
-    worker_id: WorkerIdPath, body: HeartbeatRequest, store: WorkerStoreDep, budget: BudgetDep
+    worker_id: WorkerIdPath,
+    body: HeartbeatRequest,
+    store: WorkerStoreDep,
+    budget: BudgetDep,
+    caller: CallerDep,
 ) -> Response:
     decision = budget.admit(worker_id)
     if not decision.admitted:
         raise RateLimited(decision, "heartbeats of this worker are over their budget")
-    return json_response(await store.worker_heartbeat(worker_id, body))
+    return json_response(await store.worker_heartbeat(worker_id, body, caller))
 
 
 @router.post(
@@ -82,8 +86,10 @@ async def heartbeat(
     responses=ERROR_RESPONSES,
     summary="Stop claiming: the worker's waiting claim returns now; it keeps its leases",
 )
-async def drain_worker(worker_id: WorkerIdPath, store: WorkerStoreDep) -> Response:
-    await store.worker_drain(worker_id)
+async def drain_worker(
+    worker_id: WorkerIdPath, store: WorkerStoreDep, caller: CallerDep
+) -> Response:
+    await store.worker_drain(worker_id, caller)
     return Response(status_code=204)
 
 
@@ -94,8 +100,10 @@ async def drain_worker(worker_id: WorkerIdPath, store: WorkerStoreDep) -> Respon
     responses=ERROR_RESPONSES,
     summary="Deregister a worker; tasks it still holds are rescued at once",
 )
-async def deregister_worker(worker_id: WorkerIdPath, store: WorkerStoreDep) -> Response:
-    await store.worker_deregister(worker_id)
+async def deregister_worker(
+    worker_id: WorkerIdPath, store: WorkerStoreDep, caller: CallerDep
+) -> Response:
+    await store.worker_deregister(worker_id, caller)
     return Response(status_code=204)
 
 
@@ -113,13 +121,14 @@ async def claim(
     notifier: NotifierDep,
     settings: SettingsDep,
     metrics: MetricsDep,
+    caller: CallerDep,
 ) -> Response:
     wait = min(float(body.wait_seconds), settings.claim_wait_max_seconds)
     gone = asyncio.Event()
     watcher = asyncio.create_task(_watch_disconnect(request, gone))
     try:
         claimed = await store.task_claim_waiting(
-            body.worker_id, body.max_tasks, wait, notifier, gone
+            body.worker_id, body.max_tasks, wait, notifier, gone, caller
         )
     finally:
         watcher.cancel()
@@ -147,7 +156,10 @@ async def _watch_disconnect(request: Request, gone: asyncio.Event) -> None:
     responses=ERROR_RESPONSES,
     summary="Report results; stale leases are rejected",
 )
-async def complete(body: CompleteRequest, store: WorkerStoreDep, metrics: MetricsDep) -> Response:
+async def complete(
+    body: CompleteRequest, store: WorkerStoreDep, metrics: MetricsDep, caller: CallerDep
+) -> Response:
+    await store.worker_check_owner(body.worker_id, caller)
     completed = await store.task_complete_many(list(body.tasks))
     metrics.observe_durations(metrics.task_duration, completed.durations)
     return json_response(completed.outcome)
@@ -160,7 +172,8 @@ async def complete(body: CompleteRequest, store: WorkerStoreDep, metrics: Metric
     responses=ERROR_RESPONSES,
     summary="Report failed attempts; stale leases are rejected",
 )
-async def fail(body: FailRequest, store: WorkerStoreDep) -> Response:
+async def fail(body: FailRequest, store: WorkerStoreDep, caller: CallerDep) -> Response:
+    await store.worker_check_owner(body.worker_id, caller)
     return json_response(await store.task_fail_many(list(body.tasks)))
 
 
@@ -171,7 +184,8 @@ async def fail(body: FailRequest, store: WorkerStoreDep) -> Response:
     responses=ERROR_RESPONSES,
     summary="Hand back claimed tasks that never started (no attempt counted)",
 )
-async def release(body: ReleaseRequest, store: WorkerStoreDep) -> Response:
+async def release(body: ReleaseRequest, store: WorkerStoreDep, caller: CallerDep) -> Response:
+    await store.worker_check_owner(body.worker_id, caller)
     return json_response(await store.task_release_many(list(body.tasks)))
 
 

@@ -15,6 +15,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
 from typing import Any
@@ -22,7 +23,14 @@ from typing import Any
 import grpc
 
 from tq_broker.api.tasks import IDEMPOTENCY_KEY_PATTERN
-from tq_broker.auth import Authenticator, Forbidden, RateLimited, Unauthenticated
+from tq_broker.auth import (
+    Authenticator,
+    Forbidden,
+    Principal,
+    RateLimited,
+    StreamKey,
+    Unauthenticated,
+)
 from tq_broker.errors import (
     BrokerError,
     Conflict,
@@ -89,10 +97,11 @@ class _Call:
         self._auth = auth
         self._context = context
         self._permission = permission
+        self.principal: Principal | None = None  # None with auth off
 
-    async def __aenter__(self) -> None:
+    async def __aenter__(self) -> _Call:
         if not self._auth.config.enabled:
-            return
+            return self
         try:
             principal = await self._auth.authenticate(metadata(self._context, "authorization"))
             if not principal.may(self._permission):
@@ -100,6 +109,8 @@ class _Call:
             await self._auth.admit(principal)
         except BrokerError as exc:
             await abort(self._context, exc)
+        self.principal = principal
+        return self
 
     async def __aexit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
@@ -109,6 +120,13 @@ class _Call:
         if isinstance(exc, Exception) and not isinstance(exc, grpc.aio.AbortError):
             log.error("unhandled error in an rpc", exc_info=exc)
             await self._context.abort(grpc.StatusCode.INTERNAL, "internal server error")
+
+
+@dataclass(frozen=True)
+class _Stream:
+    subscription: Subscription
+    context: Context
+    key: StreamKey
 
 
 class TaskQueueService(TaskQueueServicer):
@@ -171,7 +189,8 @@ class TaskQueueService(TaskQueueServicer):
     async def StreamTaskUpdates(
         self, request: pb.StreamTaskUpdatesRequest, context: Context
     ) -> AsyncIterator[pb.TaskUpdate]:
-        async with self._call(context, Permission.READ_TASKS):
+        async with self._call(context, Permission.READ_TASKS) as call:
+            key = StreamKey(self._auth, call.principal)
             query = convert.stream_query(request)
             # A one-task stream filters statuses itself: it must see the terminal one to end.
             statuses = () if query.task_id else query.statuses
@@ -183,17 +202,32 @@ class TaskQueueService(TaskQueueServicer):
                 if await self._hub.registered():
                     await context.send_initial_metadata(((SUBSCRIBED_METADATA, "true"),))
                 updates = self._task_updates if query.task_id else self._all_updates
-                async for update in updates(subscription, query, context):
+                async for update in updates(_Stream(subscription, context, key), query):
                     yield update
             finally:
                 self._streams.discard(subscription)
                 self._hub.unsubscribe(subscription)
 
-    async def _next(
-        self, subscription: Subscription, context: Context, within: float | None = None
-    ) -> TaskEvent:
-        """The next event; ends the stream when the broker stops or the subscriber was dropped."""
-        event = await asyncio.wait_for(subscription.queue.get(), within)
+    async def _next(self, stream: _Stream, within: float | None = None) -> TaskEvent:
+        """The next event; ends the stream when the broker stops, the subscriber was dropped,
+        or its key was revoked. TimeoutError after `within` seconds without one."""
+        subscription, context = stream.subscription, stream.context
+        deadline = None if within is None else time.monotonic() + within
+        while True:
+            wait = stream.key.interval
+            if deadline is not None:
+                wait = max(0.0, min(wait, deadline - time.monotonic()))
+            try:
+                event = await asyncio.wait_for(subscription.queue.get(), wait)
+            except TimeoutError:
+                if not await stream.key.still_valid():
+                    await context.abort(grpc.StatusCode.UNAUTHENTICATED, "API key revoked")
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise
+                continue
+            break
+        if not await stream.key.still_valid():
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "API key revoked")
         if self._closing:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "broker shutting down; reconnect")
         if subscription.dropped:  # it fell a whole queue behind: end it, do not drain
@@ -203,13 +237,13 @@ class TaskQueueService(TaskQueueServicer):
         return event
 
     async def _all_updates(
-        self, subscription: Subscription, query: convert.StreamQuery, context: Context
+        self, stream: _Stream, query: convert.StreamQuery
     ) -> AsyncIterator[pb.TaskUpdate]:
         while True:
-            yield convert.update_message(await self._next(subscription, context))
+            yield convert.update_message(await self._next(stream))
 
     async def _task_updates(
-        self, subscription: Subscription, query: convert.StreamQuery, context: Context
+        self, stream: _Stream, query: convert.StreamQuery
     ) -> AsyncIterator[pb.TaskUpdate]:
         """The task's current status, then its changes, until it is finished."""
         assert query.task_id is not None
@@ -225,7 +259,7 @@ class TaskQueueService(TaskQueueServicer):
                 if current.status in _TERMINAL:
                     return
             try:
-                current = await self._next(subscription, context, recheck_at - time.monotonic())
+                current = await self._next(stream, recheck_at - time.monotonic())
             except TimeoutError:
                 current = _event_of(await self._store.task_get(query.task_id))
                 recheck_at = time.monotonic() + RECHECK_SECONDS

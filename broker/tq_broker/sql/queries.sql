@@ -117,15 +117,21 @@ SELECT 1 AS alive;
 SELECT pg_advisory_unlock(7461203926) AS released;
 
 -- worker_register --
--- Register a worker, or bring a known one back online.
-INSERT INTO tq_workers (worker_id, task_types, concurrency, prefetch)
-VALUES (%(worker_id)s, %(task_types)s, %(concurrency)s, %(prefetch)s)
+-- Register a worker, or bring a known one back online; a known one only by the key that
+-- registered it (or an admin: %(any_key)s). No row: the id belongs to another key.
+INSERT INTO tq_workers (worker_id, task_types, concurrency, prefetch, key_id)
+VALUES (%(worker_id)s, %(task_types)s, %(concurrency)s, %(prefetch)s, %(key_id)s)
 ON CONFLICT (worker_id) DO UPDATE
 SET task_types = EXCLUDED.task_types, concurrency = EXCLUDED.concurrency,
     prefetch = EXCLUDED.prefetch, status = 'online',
     last_heartbeat = now(), registered_at = CASE WHEN tq_workers.status = 'offline'
                                                  THEN now() ELSE tq_workers.registered_at END
+WHERE %(any_key)s OR tq_workers.key_id IS NOT DISTINCT FROM EXCLUDED.key_id
 RETURNING worker_id;
+
+-- worker_owner --
+-- The key that registered a worker (to refuse another key's calls as that worker).
+SELECT key_id FROM tq_workers WHERE worker_id = %(worker_id)s;
 
 -- worker_heartbeat --
 -- Record liveness and load of a worker that has not been marked offline.
@@ -133,11 +139,12 @@ UPDATE tq_workers
 SET last_heartbeat = now(), cpu_usage_percent = %(cpu_usage_percent)s,
     memory_usage_mb = %(memory_usage_mb)s, current_tasks = %(current_tasks)s
 WHERE worker_id = %(worker_id)s AND status <> 'offline'
+  AND (%(any_key)s OR key_id IS NOT DISTINCT FROM %(key_id)s)
 RETURNING worker_id, concurrency + prefetch AS lease_max;
 
 -- worker_get --
 -- A worker's registration, for claims.
-SELECT worker_id, task_types, status FROM tq_workers WHERE worker_id = %(worker_id)s;
+SELECT worker_id, task_types, status, key_id FROM tq_workers WHERE worker_id = %(worker_id)s;
 
 -- worker_drain --
 -- A worker stopping: it claims nothing more (its waiting claim ends now, on every replica), but
@@ -174,6 +181,7 @@ SELECT 1 AS known FROM tq_workers WHERE worker_id = %(worker_id)s;
 WITH worker AS (
     SELECT worker_id, task_types FROM tq_workers
     WHERE worker_id = %(worker_id)s AND status = 'online'
+      AND (%(any_key)s OR key_id IS NOT DISTINCT FROM %(key_id)s)
     FOR SHARE
 ), ready AS (
     SELECT task_id FROM tq_tasks
@@ -347,6 +355,30 @@ FROM tq_api_keys ORDER BY created_at DESC, key_id;
 -- The key a presented secret hashes to, if it is not revoked.
 SELECT key_id, name, permissions, rate_limit, burst, secret_hash
 FROM tq_api_keys WHERE secret_hash = %(secret_hash)s AND revoked_at IS NULL;
+
+-- key_get_by_id --
+-- A key by id, if it is not revoked (streams re-check their key with this).
+SELECT key_id, name, permissions, rate_limit, burst, secret_hash
+FROM tq_api_keys WHERE key_id = %(key_id)s AND revoked_at IS NULL;
+
+-- ws_ticket_insert --
+-- A single-use WebSocket ticket for a key (only its hash is stored); expired ones go too.
+WITH expired AS (
+    DELETE FROM tq_ws_tickets WHERE expires_at < now()
+)
+INSERT INTO tq_ws_tickets (ticket_hash, key_id, expires_at)
+VALUES (%(ticket_hash)s, %(key_id)s, now() + %(ttl_seconds)s * interval '1 second');
+
+-- ws_ticket_redeem --
+-- Use a ticket up (one statement: a second use finds nothing), with its key as of now.
+WITH redeemed AS (
+    DELETE FROM tq_ws_tickets WHERE ticket_hash = %(ticket_hash)s AND expires_at > now()
+    RETURNING key_id
+)
+SELECT r.key_id IS NULL AS bootstrap, k.key_id, k.name, k.permissions, k.rate_limit, k.burst,
+       k.secret_hash
+FROM redeemed AS r
+LEFT JOIN tq_api_keys AS k ON k.key_id = r.key_id AND k.revoked_at IS NULL;
 
 -- key_revoke --
 -- Revoke a key (idempotent); returns nothing for an unknown id.

@@ -49,7 +49,8 @@ CREATE TABLE tq_workers (
     current_tasks     integer          NOT NULL DEFAULT 0,
     cpu_usage_percent double precision NOT NULL DEFAULT 0,
     memory_usage_mb   double precision NOT NULL DEFAULT 0,
-    prefetch          integer          NOT NULL DEFAULT 0 CHECK (prefetch >= 0)
+    prefetch          integer          NOT NULL DEFAULT 0 CHECK (prefetch >= 0),
+    key_id            uuid
 );
 
 CREATE FUNCTION tq_notify_task_ready() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -86,4 +87,10 @@ CREATE TABLE tq_rate_buckets (
 CREATE TABLE tq_event_listeners (
     replica_id text        PRIMARY KEY,
     expires_at timestamptz NOT NULL
+);
+
+CREATE TABLE tq_ws_tickets (
+    ticket_hash bytea       PRIMARY KEY,
+    key_id      uuid,  -- NULL: the bootstrap admin key
+    expires_at  timestamptz NOT NULL
 );
