@@ -23,6 +23,8 @@ from tq_broker.embedded import EmbeddedPostgres
 from tq_broker.migrations import migrate
 
 TEMPLATE_DB = "tq_template"
+# The TestClient's base URL: with auth off the broker refuses non-loopback Hosts ("testserver").
+LOOPBACK = "http://127.0.0.1"
 _db_numbers = itertools.count()
 
 

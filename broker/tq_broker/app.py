@@ -17,6 +17,7 @@ from fastapi.openapi.utils import get_openapi
 
 from tq_broker.api import keys, stream, system, tasks, workers
 from tq_broker.api.errors import install_error_handlers
+from tq_broker.api.guard import RequestGuard
 from tq_broker.api.limits import BodySizeLimit
 from tq_broker.api.security import RateLimitHeaders
 from tq_broker.auth import AuthConfig, Authenticator
@@ -224,9 +225,14 @@ def create_app(settings: BrokerSettings) -> FastAPI:
     install_error_handlers(app)
     for router in (tasks.router, workers.router, keys.router, system.router, stream.router):
         app.include_router(router)
-    # Middleware runs outermost-last-added: size limits first, then metrics, then headers.
+    # Middleware runs outermost-last-added: size limits, the guard, metrics, then headers.
     app.add_middleware(RateLimitHeaders)
     app.add_middleware(HttpMetrics, metrics=metrics)
+    app.add_middleware(  # authenticates before any body is read
+        RequestGuard,
+        failures_per_second=settings.auth_failures_per_second,
+        failures_burst=settings.auth_failures_burst,
+    )
     app.add_middleware(
         BodySizeLimit,
         default_max=settings.max_body_bytes,

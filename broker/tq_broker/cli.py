@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import uvicorn
 from fastapi import FastAPI
 from prometheus_client import start_http_server
+from pydantic import ValidationError
 
 from tq_broker import redaction
 from tq_broker.app import connector_config, create_app
@@ -104,7 +105,14 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    settings = _settings(args)
+    try:
+        settings = _settings(args)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors()
+        )
+        print(f"tq-broker: invalid settings: {problems}", file=sys.stderr)
+        return 2
     try:
         settings.auth_enabled()  # refuse auth=off off loopback before starting anything
     except ValueError as exc:

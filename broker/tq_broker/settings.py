@@ -11,11 +11,13 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tq_broker.ratelimit import BURST_DEFAULT, HEARTBEAT_BURST_DEFAULT, RATE_DEFAULT
 from tq_broker.store import PAYLOAD_LIMIT_BYTES_DEFAULT
+
+BOOTSTRAP_KEY_MIN_LENGTH = 32  # guessing it must be hopeless
 
 
 def is_loopback(host: str) -> bool:
@@ -127,18 +129,36 @@ class BrokerSettings(BaseSettings):
         "address without TQ_ADMIN_API_KEY, on otherwise. off is refused off loopback.",
     )
     admin_api_key: SecretStr | None = Field(
-        None, description="A bootstrap key with the admin permission (TQ_ADMIN_API_KEY)."
+        None,
+        description="A bootstrap key with the admin permission (TQ_ADMIN_API_KEY); at least "
+        f"{BOOTSTRAP_KEY_MIN_LENGTH} characters (e.g. `openssl rand -hex 24`).",
     )
     rate_limit_per_second: float = Field(
         RATE_DEFAULT, gt=0, description="Requests per second per key, across all replicas."
     )
     rate_limit_burst: int = Field(BURST_DEFAULT, ge=1, description="Bucket size per key.")
+    auth_failures_per_second: float = Field(
+        1.0, gt=0, description="Requests with a wrong key allowed per client address, sustained."
+    )
+    auth_failures_burst: int = Field(
+        30, ge=1, description="Requests with a wrong key per client address before 429."
+    )
     key_cache_seconds: float = Field(
         5.0, ge=0, description="How long a replica trusts a looked-up key (revocation delay)."
     )
     embedded_database: bool = Field(
         False, description="Set by the CLI when it started the embedded PostgreSQL."
     )
+
+    @field_validator("admin_api_key")
+    @classmethod
+    def _long_enough(cls, key: SecretStr | None) -> SecretStr | None:
+        if key is not None and len(key.get_secret_value()) < BOOTSTRAP_KEY_MIN_LENGTH:
+            raise ValueError(
+                f"TQ_ADMIN_API_KEY must be at least {BOOTSTRAP_KEY_MIN_LENGTH} characters "
+                "(try: openssl rand -hex 24)"
+            )
+        return key
 
     def auth_enabled(self) -> bool:
         """Whether requests need an API key; raises if auth is off on a non-loopback address."""

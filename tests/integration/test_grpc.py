@@ -34,7 +34,7 @@ from tq_broker.embedded import EmbeddedPostgres
 from ..conftest import create_database, drop_database
 from ..processes import BrokerProcess, free_port
 
-ADMIN = "grpc-admin-key-for-tests"
+ADMIN = "grpc-admin-key-for-tests-0123456789abcdef"
 SERVICE = "taskqueue.v1.TaskQueue"
 PAYLOAD_LIMIT = 65536
 REST_AUTH = {"Authorization": f"Bearer {ADMIN}"}

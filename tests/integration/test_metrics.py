@@ -15,7 +15,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from tq_broker.app import create_app
 from tq_broker.settings import BrokerSettings
 
+from ..conftest import LOOPBACK
 from ..processes import BrokerProcess, free_port
+
+METRICS_ADMIN = "metrics-admin-key-0123456789abcdef"
 
 WORKER = "worker-metrics-1-abcdef"
 
@@ -35,7 +38,7 @@ def value(found: dict[Any, float], name: str, **labels: str) -> float | None:
 @pytest.fixture
 def metered(database_url: str) -> Iterator[TestClient]:
     settings = BrokerSettings(database_url=database_url, auth="off", metrics_refresh_seconds=0.1)
-    with TestClient(create_app(settings)) as client:
+    with TestClient(create_app(settings), base_url=LOOPBACK) as client:
         yield client
 
 
@@ -115,12 +118,12 @@ def test_rate_limited_requests_are_counted(database_url: str) -> None:
     settings = BrokerSettings(
         database_url=database_url,
         auth="on",
-        admin_api_key="adm",
+        admin_api_key=METRICS_ADMIN,
         rate_limit_per_second=1,
         rate_limit_burst=2,
     )
-    with TestClient(create_app(settings)) as api:
-        headers = {"Authorization": "Bearer adm"}
+    with TestClient(create_app(settings), base_url=LOOPBACK) as api:
+        headers = {"Authorization": f"Bearer {METRICS_ADMIN}"}
         codes = [api.get("/api/v1/stats", headers=headers).status_code for _ in range(4)]
         assert codes.count(429) == 2
         found = samples(api.get("/metrics").text)
@@ -134,13 +137,13 @@ def test_metrics_port_serves_the_same_registry_and_needs_no_key(
     broker = BrokerProcess(
         ["--database-url", database_url],
         tmp_path / "broker.log",
-        env={"TQ_METRICS_PORT": str(port), "TQ_AUTH": "on", "TQ_ADMIN_API_KEY": "adm"},
+        env={"TQ_METRICS_PORT": str(port), "TQ_AUTH": "on", "TQ_ADMIN_API_KEY": METRICS_ADMIN},
     ).start()
     try:
         httpx.post(
             f"{broker.url}/api/v1/tasks",
             json={"task_type": "x"},
-            headers={"Authorization": "Bearer adm"},
+            headers={"Authorization": f"Bearer {METRICS_ADMIN}"},
         )
         on_port = samples(httpx.get(f"http://127.0.0.1:{port}/metrics").text)
         on_api = samples(httpx.get(f"{broker.url}/metrics").text)

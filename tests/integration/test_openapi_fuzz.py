@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..processes import BrokerProcess, bin_path
 
-ADMIN = "fuzz-admin-key"
+ADMIN = "fuzz-admin-key-0123456789abcdef0123456789"
 
 # Checks whose expectation the contract deliberately does not meet:
 DELIBERATE_DEPARTURES = [

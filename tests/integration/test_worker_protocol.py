@@ -14,6 +14,8 @@ from fastapi.testclient import TestClient
 
 from tq_broker.settings import BrokerSettings
 
+from ..conftest import LOOPBACK
+
 
 @pytest.fixture
 def settings(database_url: str) -> BrokerSettings:
@@ -281,7 +283,7 @@ def test_failed_task_waits_for_its_backoff(
     settings = BrokerSettings(
         database_url=database_url, auth="off", backoff_base_seconds=60, backoff_cap_seconds=100
     )
-    with TestClient(create_app(settings)) as api:
+    with TestClient(create_app(settings), base_url=LOOPBACK) as api:
         register(api)
         task_id = submit(api)
         task = claim(api)[0]

@@ -45,6 +45,8 @@ from tq_broker.maintenance.rescuer import Rescuer, RescuerConfig, RescueResult
 from tq_broker.queries import queries
 from tq_broker.settings import BrokerSettings
 
+from ..conftest import LOOPBACK
+
 Row = dict[str, Any]
 
 TIMESTAMP_COLUMNS: dict[str, tuple[str, ...]] = {
@@ -216,5 +218,5 @@ def running_broker(
         runner.run(connector.open())
         stack.callback(lambda: runner.run(connector.close()))
         app = create_app(broker_settings(database_url, limits))
-        api = stack.enter_context(TestClient(app, raise_server_exceptions=True))
+        api = stack.enter_context(TestClient(app, base_url=LOOPBACK, raise_server_exceptions=True))
         yield Broker(api, db, Sweeps(runner, connector, limits))

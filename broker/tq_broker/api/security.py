@@ -25,7 +25,9 @@ def requires(permission: Permission, rate_limited: bool = True) -> Any:
         auth: Authenticator = request.app.state.authenticator
         if not auth.config.enabled:
             return None
-        principal = await auth.authenticate(request.headers.get("authorization"))
+        principal: Principal | None = getattr(request.state, "principal", None)
+        if principal is None:  # RequestGuard authenticates /api/ already; others here
+            principal = await auth.authenticate(request.headers.get("authorization"))
         if not principal.may(permission):
             raise Forbidden(f"this API key lacks the {permission.value} permission")
         request.state.principal = principal

@@ -35,6 +35,7 @@ from tq_client.models import TASK_TYPE_PATTERN, TaskStatus, WsTicket
 router = APIRouter()
 TOO_SLOW = TRY_AGAIN_LATER = 1013
 POLICY_VIOLATION = 1008
+UNSUPPORTED_DATA = 1003
 KEY_REVOKED = 4401  # the key was revoked while the stream was open
 MESSAGE_MAX_BYTES = 64 * 1024
 _STATUSES = {s.value for s in TaskStatus}
@@ -44,7 +45,10 @@ def parse_subscribe(raw: str) -> tuple[list[str], list[str]]:
     """The filters of a subscribe message; ValueError says what is wrong."""
     if len(raw) > MESSAGE_MAX_BYTES:
         raise ValueError("message too large")
-    message = json.loads(raw)
+    try:
+        message = json.loads(raw)
+    except RecursionError:
+        raise ValueError("message nested too deeply") from None
     if not isinstance(message, dict) or message.get("type") != "subscribe":
         raise ValueError('expected {"type": "subscribe", "filters": {...}}')
     filters = message.get("filters") or {}
@@ -128,7 +132,14 @@ async def task_updates(websocket: WebSocket) -> None:
     forwarder: asyncio.Task[None] | None = None
     try:
         while True:
-            raw = await websocket.receive_text()
+            frame = await websocket.receive()
+            if frame["type"] == "websocket.disconnect":
+                break
+            raw = frame.get("text")
+            if raw is None:
+                await websocket.send_json({"type": "error", "error": "send text frames of JSON"})
+                await websocket.close(code=UNSUPPORTED_DATA)
+                break
             try:
                 task_types, statuses = parse_subscribe(raw)
             except ValueError as exc:
