@@ -68,6 +68,12 @@ class AuthConfig:
     cache_seconds: float = CACHE_SECONDS_DEFAULT
 
 
+def idempotency_scope(principal: Principal | None) -> str | None:
+    """Idempotency keys are per API key: another key's same Idempotency-Key is a new task
+    (and reveals nothing). None with auth off: one scope for all."""
+    return principal.bucket if principal is not None else None
+
+
 def bearer_token(header: str | None) -> str:
     if header is None:
         raise Unauthenticated("missing API key: send Authorization: Bearer <key>")
@@ -170,10 +176,16 @@ class Authenticator:
             burst=record.burst or self.config.burst,
         )
 
-    async def admit(self, principal: Principal) -> Decision:
-        decision = await self._limiter.admit(
-            principal.bucket, principal.rate_limit, principal.burst
-        )
+    async def admit(self, principal: Principal, cost: int = 1) -> Decision:
+        """Spend `cost` tokens of the key's rate limit (a batch costs one per task)."""
+        if cost > 1:
+            decision = await self._limiter.admit_many(
+                principal.bucket, principal.rate_limit, principal.burst, cost
+            )
+        else:
+            decision = await self._limiter.admit(
+                principal.bucket, principal.rate_limit, principal.burst
+            )
         if not decision.admitted:
             raise RateLimited(decision)
         return decision

@@ -95,6 +95,28 @@ class ClusterRateLimiter:
         self._clock = clock
         self._allowances: dict[str, _Allowance] = {}
 
+    async def admit_many(self, bucket: str, rate: float, burst: int, cost: int) -> Decision:
+        """Admit a request that costs `cost` tokens (a batch: one per task), straight from the
+        shared bucket. It needs min(cost, burst) tokens there and takes all `cost`, so a batch
+        larger than the burst leaves the bucket in debt that later requests wait out; under
+        the bucket's lock, at most one such overdraft happens at a time. The bound becomes
+        burst + rate·t + (largest batch - burst) tasks in any window of t seconds."""
+        need = min(cost, burst)
+        async with self._db.transaction() as tx:
+            await tx.execute("rate_bucket_lock", {"bucket": bucket, "burst": float(burst)})
+            row = await tx.fetch_one("rate_bucket_read", {"bucket": bucket})
+            assert row is not None
+            as_of = max(row["as_of"], row["updated_at"])
+            shared = TokenBucket(rate, burst, row["tokens"], 0.0)
+            shared.refill((as_of - row["updated_at"]).total_seconds())
+            if shared.tokens < need:
+                return Decision(False, rate, 0, retry_after(shared.seconds_until(need)))
+            shared.tokens -= cost
+            await tx.execute(
+                "rate_bucket_store", {"bucket": bucket, "tokens": shared.tokens, "as_of": as_of}
+            )
+        return Decision(True, rate, max(0, math.floor(shared.tokens)), 0)
+
     async def admit(self, bucket: str, rate: float, burst: int) -> Decision:
         allowance = self._allowances.get(bucket)
         if allowance is None:
@@ -131,7 +153,7 @@ class ClusterRateLimiter:
             as_of = max(row["as_of"], row["updated_at"])
             shared = TokenBucket(rate, burst, row["tokens"], 0.0)
             shared.refill((as_of - row["updated_at"]).total_seconds())
-            granted = min(want, math.floor(shared.tokens))
+            granted = max(0, min(want, math.floor(shared.tokens)))  # none while in debt
             shared.tokens -= granted
             await tx.execute(
                 "rate_bucket_store", {"bucket": bucket, "tokens": shared.tokens, "as_of": as_of}

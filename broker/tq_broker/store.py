@@ -67,9 +67,16 @@ class TaskStore:
             )
 
     async def task_insert(
-        self, request: SubmitTaskRequest, idempotency_key: str | None = None
+        self,
+        request: SubmitTaskRequest,
+        idempotency_key: str | None = None,
+        scope: str | None = None,
     ) -> Submitted:
+        """Store a task; with an idempotency key, a repeat within the same scope (API key)
+        returns the earlier task. Scopes never contain ':', so 'scope:key' is unambiguous."""
         self._check_payload(request)
+        if idempotency_key is not None and scope is not None:
+            idempotency_key = f"{scope}:{idempotency_key}"
         digest = request_digest(request) if idempotency_key is not None else None
         row = await self._db.fetch_one(
             "task_insert",

@@ -36,12 +36,35 @@ class BrokerRejected(BrokerError):
     """A 4xx other than 429 (bad key, bad task type): retrying the same request will not help."""
 
 
+class BrokerUrlRefused(BrokerError):
+    """The pool names a broker URL the operator may not send keys to (its allow-list)."""
+
+
+def url_allowed(url: str, allowed: Sequence[str]) -> bool:
+    """Exact match, or a prefix ending in `*`; an empty allow-list allows any URL."""
+    url = url.rstrip("/")
+    return not allowed or any(
+        url.startswith(a[:-1]) if a.endswith("*") else url == a.rstrip("/") for a in allowed
+    )
+
+
 class BrokerClient:
-    def __init__(self, http: httpx.AsyncClient | None = None) -> None:
+    def __init__(
+        self, http: httpx.AsyncClient | None = None, allowed_urls: Sequence[str] = ()
+    ) -> None:
+        self.allowed_urls = tuple(allowed_urls)
         self._http = http or httpx.AsyncClient(
             timeout=httpx.Timeout(REQUEST_TIMEOUT_SECONDS, connect=CONNECT_TIMEOUT_SECONDS),
             headers={"User-Agent": "tq-operator"},
         )
+
+    def check_url(self, base_url: str) -> None:
+        """Raise BrokerUrlRefused unless the allow-list lets us send a key to this URL."""
+        if not url_allowed(base_url, self.allowed_urls):
+            raise BrokerUrlRefused(
+                f"broker URL {base_url} is not in the operator's allow-list "
+                f"({', '.join(self.allowed_urls)}); the operator sends API keys only there"
+            )
 
     async def close(self) -> None:
         await self._http.aclose()
@@ -63,6 +86,7 @@ class BrokerClient:
         api_key: str | None,
         model: type[_T] | TypeAdapter[_T],
     ) -> _T:
+        self.check_url(base_url)
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         url = f"{base_url.rstrip('/')}{path}"
         try:

@@ -14,6 +14,7 @@ The one thing not to break: kopf keeps its own bookkeeping in annotations under 
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 import kopf
@@ -29,6 +30,11 @@ FINALIZER = "taskqueue.io/operator"
 ANNOTATION_PREFIX = "taskqueue.io"
 WATCH_SERVER_TIMEOUT_SECONDS = 300
 WATCH_CLIENT_TIMEOUT_SECONDS = 330
+# Comma-separated broker URLs (a trailing * matches a prefix) that WorkerPools may name; the
+# chart sets it to its broker Service. Unset: any URL (a warning at startup).
+ALLOWED_URLS_ENV = "TQ_OPERATOR_ALLOWED_BROKER_URLS"
+
+log = logging.getLogger(__name__)
 
 
 def configure(settings: kopf.OperatorSettings) -> None:
@@ -48,7 +54,14 @@ def configure(settings: kopf.OperatorSettings) -> None:
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     configure(settings)
-    memo["broker"] = BrokerClient()
+    allowed = [u for u in os.environ.get(ALLOWED_URLS_ENV, "").split(",") if u.strip()]
+    if not allowed:
+        log.warning(
+            "%s is not set: WorkerPools may name any broker URL, and the operator sends their "
+            "API keys there",
+            ALLOWED_URLS_ENV,
+        )
+    memo["broker"] = BrokerClient(allowed_urls=[u.strip() for u in allowed])
     memo["kube"] = await Kube.connect()
 
 

@@ -34,6 +34,11 @@ CONFLICT_RETRY_DELAY_SECONDS = 1.0
 FORBIDDEN_RETRY_DELAY_SECONDS = 30.0
 
 
+# Only Secrets with this label set to "true" are read: a WorkerPool cannot make the operator
+# read (and send to its broker URL) any other Secret of its namespace.
+API_KEY_LABEL = "taskqueue.io/api-key"
+
+
 class SecretUnavailable(Exception):
     """The pool's API-key Secret or its key does not exist."""
 
@@ -174,6 +179,12 @@ class Kube:
             if isinstance(exc.__cause__, ApiException) and exc.__cause__.status == 404:
                 raise SecretUnavailable(f"Secret {namespace}/{name} does not exist") from exc
             raise
+        labels = (secret.metadata.labels if secret.metadata else None) or {}
+        if labels.get(API_KEY_LABEL) != "true":
+            raise SecretUnavailable(
+                f"Secret {namespace}/{name} lacks the label {API_KEY_LABEL}=true: the operator "
+                "reads only Secrets that opt in to holding a taskqueue API key"
+            )
         data = secret.data or {}
         if key not in data:
             raise SecretUnavailable(f"Secret {namespace}/{name} has no key {key!r}")

@@ -20,7 +20,13 @@ from typing import Any
 import kopf
 from kubernetes.aio import client
 
-from tq_operator.broker import BrokerClient, BrokerError, BrokerUnreachable, pending
+from tq_operator.broker import (
+    BrokerClient,
+    BrokerError,
+    BrokerUnreachable,
+    BrokerUrlRefused,
+    pending,
+)
 from tq_operator.deletion_cost import (
     DELETION_COST_ANNOTATION,
     annotation_changes,
@@ -103,6 +109,7 @@ async def poll(
     namespace, name = str(meta["namespace"]), str(meta["name"])
     api_key, observed, error = None, None, None
     try:
+        broker.check_url(spec.broker_url)  # before the key is even read
         api_key = await _api_key(kube, namespace, spec)
         observed = pending(await broker.queue_depth(spec.broker_url, spec.task_types, api_key))
     except (BrokerError, SecretUnavailable) as exc:
@@ -150,6 +157,8 @@ def error_reason(error: Exception) -> str:
     """The BrokerReachable=False reason for a failed queue-depth read."""
     if isinstance(error, SecretUnavailable):
         return "ApiKeyUnavailable"
+    if isinstance(error, BrokerUrlRefused):
+        return "BrokerUrlNotAllowed"
     if isinstance(error, BrokerUnreachable):
         return "Unreachable"
     return "Rejected"

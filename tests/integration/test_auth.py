@@ -402,3 +402,42 @@ def test_only_the_key_that_registered_a_worker_may_act_as_it(secured: TestClient
     assert len(claimed.json()["tasks"]) == 1
     assert secured.post(f"{base}/heartbeat", json={}, headers=bearer(ADMIN)).status_code == 200
     assert secured.delete(base, headers=owner).status_code == 204
+
+
+def test_a_batch_costs_one_rate_limit_token_per_task(
+    secured: TestClient, db: psycopg.Connection[dict[str, Any]]
+) -> None:
+    """A 1 req/s key used to store 794 tasks/s through batches."""
+    headers = bearer(
+        create_key(secured, "batcher", ["submit_tasks"], rate_limit=1, burst=10)["key"]
+    )
+    batch = {"tasks": [{"task_type": "noop"} for _ in range(8)]}
+    first = secured.post("/api/v1/tasks/batch", json=batch, headers=headers)
+    assert first.status_code == 201
+    second = secured.post("/api/v1/tasks/batch", json=batch, headers=headers)
+    assert second.status_code == 429, "16 tasks from a bucket of 10"
+    assert int(second.headers["Retry-After"]) >= 1
+    # A batch larger than the burst is admitted from a full bucket, and leaves it in debt.
+    other = bearer(create_key(secured, "big", ["submit_tasks"], rate_limit=1, burst=10)["key"])
+    big = {"tasks": [{"task_type": "noop"} for _ in range(50)]}
+    assert secured.post("/api/v1/tasks/batch", json=big, headers=other).status_code == 201
+    single = secured.post("/api/v1/tasks", json={"task_type": "noop"}, headers=other)
+    assert single.status_code == 429
+    assert int(single.headers["Retry-After"]) >= 30, "the debt of 40 tasks is waited out"
+    count = db.execute("SELECT count(*) AS n FROM tq_tasks").fetchone()
+    assert count == {"n": 58}
+
+
+def test_idempotency_keys_are_per_api_key(secured: TestClient) -> None:
+    alice = bearer(create_key(secured, "alice", ["submit_tasks"])["key"])
+    mallory = bearer(create_key(secured, "mallory", ["submit_tasks"])["key"])
+    body = {"task_type": "noop"}
+    first = secured.post("/api/v1/tasks", json=body, headers={**alice, "Idempotency-Key": "k-1"})
+    assert first.status_code == 201
+    again = secured.post("/api/v1/tasks", json=body, headers={**alice, "Idempotency-Key": "k-1"})
+    assert (again.status_code, again.json()["task_id"]) == (200, first.json()["task_id"])
+    other = secured.post(
+        "/api/v1/tasks", json={"task_type": "other"}, headers={**mallory, "Idempotency-Key": "k-1"}
+    )
+    assert other.status_code == 201, "another key's Idempotency-Key revealed or refused"
+    assert other.json()["task_id"] != first.json()["task_id"]

@@ -29,6 +29,7 @@ from .controlplane import ControlPlane, _die_with_parent
 from .test_crd import install_crd
 
 T = TypeVar("T")
+ALLOWED_BROKER_URLS = "http://127.0.0.1:*"  # the test brokers; a pool elsewhere gets no key
 NAMESPACE_PREFIX = "tq-op-"  # the operator under test watches only these namespaces
 POLL = 1  # pollIntervalSeconds of the pools under test
 
@@ -48,7 +49,11 @@ class OperatorProcess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                env={**self.cp.env(), "PYTHONUNBUFFERED": "1"},
+                env={
+                    **self.cp.env(),
+                    "PYTHONUNBUFFERED": "1",
+                    "TQ_OPERATOR_ALLOWED_BROKER_URLS": ALLOWED_BROKER_URLS,
+                },
                 preexec_fn=_die_with_parent,  # no operator outlives a killed test run
             )
         return self
@@ -169,7 +174,13 @@ def new_namespace(cp: ControlPlane, broker: Broker | None = None) -> str:
             name,
             f"--from-literal=api-key={broker.key}",
         )
+        opt_in(cp, name)
     return name
+
+
+def opt_in(cp: ControlPlane, ns: str, secret: str = "tq-key") -> None:
+    """The label without which the operator reads no Secret."""
+    cp.kubectl("label", "secret", secret, "-n", ns, "taskqueue.io/api-key=true")
 
 
 def wait_for(
@@ -386,6 +397,14 @@ def test_the_api_key_comes_from_the_pools_secret(
     apply(cp, ns, pool_manifest("keyed", broker.url, ns))
     wait_for("ApiKeyUnavailable", lambda: reason() == "ApiKeyUnavailable", operator)
     cp.kubectl("create", "secret", "generic", "tq-key", "-n", ns, "--from-literal=api-key=wrong")
+
+    def message() -> str:
+        return str(broker_condition(cp, ns, "keyed").get("message"))
+
+    # Not labelled: the operator does not read it (a pool cannot point it at any Secret).
+    wait_for("the label named", lambda: "taskqueue.io/api-key=true" in message(), operator)
+    assert reason() == "ApiKeyUnavailable"
+    opt_in(cp, ns)
     wait_for("Rejected", lambda: reason() == "Rejected", operator)
     cp.kubectl(
         "patch",
@@ -401,6 +420,22 @@ def test_the_api_key_comes_from_the_pools_secret(
     wait_for("pending 7", lambda: pool_status(cp, ns, "keyed").get("pending") == 7, operator)
     assert reason() == "QueueDepthRead"
     wait_for("1 replica", lambda: replicas(cp, ns, "keyed") == 1, operator)
+
+
+def test_a_pool_naming_a_broker_outside_the_allow_list_gets_no_key_sent(
+    control_plane: ControlPlane, operator: OperatorProcess, broker: Broker
+) -> None:
+    cp, ns = control_plane, new_namespace(control_plane, broker)
+    apply(cp, ns, pool_manifest("foreign", "http://attacker.example:8080", ns))
+
+    def condition() -> dict[str, Any]:
+        return broker_condition(cp, ns, "foreign")
+
+    wait_for(
+        "BrokerUrlNotAllowed", lambda: condition().get("reason") == "BrokerUrlNotAllowed", operator
+    )
+    assert "allow-list" in str(condition().get("message"))
+    assert "pending" not in pool_status(cp, ns, "foreign"), "the operator asked that broker"
 
 
 def test_a_spec_edit_updates_the_deployment_template(

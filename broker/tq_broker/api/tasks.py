@@ -6,13 +6,14 @@ import re
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, Header, HTTPException, Query, Response
+from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
 from pydantic import TypeAdapter
 
 from tq_broker.api.deps import StoreDep
 from tq_broker.api.errors import ERROR_RESPONSES
 from tq_broker.api.responses import json_response
 from tq_broker.api.security import requires
+from tq_broker.auth import Authenticator, Principal, idempotency_scope
 from tq_broker.errors import InvalidRequest
 from tq_broker.keys import Permission
 from tq_client.models import (
@@ -46,23 +47,30 @@ _task_list_json = TypeAdapter(list[TaskSummary])
 async def submit_task(
     body: SubmitTaskRequest,
     store: StoreDep,
+    request: Request,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
 ) -> Response:
     if idempotency_key is not None and not IDEMPOTENCY_KEY_PATTERN.match(idempotency_key):
         raise InvalidRequest("Idempotency-Key: 1-255 printable ASCII characters without spaces")
-    submitted = await store.task_insert(body, idempotency_key)
+    principal: Principal | None = getattr(request.state, "principal", None)
+    submitted = await store.task_insert(body, idempotency_key, idempotency_scope(principal))
     return json_response(submitted.task, 201 if submitted.created else 200)
 
 
 @router.post(
     "/batch",
-    dependencies=[requires(Permission.SUBMIT_TASKS)],
+    # Rate-limited below, once the number of tasks is known: one token per task.
+    dependencies=[requires(Permission.SUBMIT_TASKS, rate_limited=False)],
     status_code=201,
     response_model=SubmitBatchResponse,
     responses=ERROR_RESPONSES,
-    summary="Submit up to 1000 tasks, all or none",
+    summary="Submit up to 1000 tasks, all or none (each costs one rate-limit token)",
 )
-async def submit_batch(body: SubmitBatchRequest, store: StoreDep) -> Response:
+async def submit_batch(body: SubmitBatchRequest, store: StoreDep, request: Request) -> Response:
+    principal: Principal | None = getattr(request.state, "principal", None)
+    if principal is not None:
+        auth: Authenticator = request.app.state.authenticator
+        request.state.rate_limit = await auth.admit(principal, cost=len(body.tasks))
     tasks = await store.task_insert_many(list(body.tasks))
     return json_response(SubmitBatchResponse(tasks=tasks), 201)
 

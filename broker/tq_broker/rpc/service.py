@@ -30,6 +30,7 @@ from tq_broker.auth import (
     RateLimited,
     StreamKey,
     Unauthenticated,
+    idempotency_scope,
 )
 from tq_broker.errors import (
     BrokerError,
@@ -150,11 +151,13 @@ class TaskQueueService(TaskQueueServicer):
     async def SubmitTask(
         self, request: pb.SubmitTaskRequest, context: Context
     ) -> pb.SubmitTaskResponse:
-        async with self._call(context, Permission.SUBMIT_TASKS):
+        async with self._call(context, Permission.SUBMIT_TASKS) as call:
             key = metadata(context, "idempotency-key")
             if key is not None and not IDEMPOTENCY_KEY_PATTERN.match(key):
                 raise InvalidRequest("idempotency-key: 1-255 printable ASCII without spaces")
-            submitted = await self._store.task_insert(convert.submit_request(request), key)
+            submitted = await self._store.task_insert(
+                convert.submit_request(request), key, idempotency_scope(call.principal)
+            )
             return pb.SubmitTaskResponse(
                 task_id=str(submitted.task.task_id), status=submitted.task.status.value
             )

@@ -51,3 +51,13 @@ database-url
 {{- define "taskqueue.serviceAccount" -}}
 {{- printf "%s-%s" (include "taskqueue.fullname" .root) .component -}}
 {{- end -}}
+
+{{/* Broker URLs WorkerPools may name: the values, or this release's broker Service. */}}
+{{- define "taskqueue.allowedBrokerUrls" -}}
+{{- if .Values.operator.allowedBrokerUrls -}}
+{{- join "," .Values.operator.allowedBrokerUrls -}}
+{{- else -}}
+{{- $svc := printf "%s-broker" (include "taskqueue.fullname" .) -}}
+{{- printf "http://%s:%v,http://%s.%s.svc:%v,http://%s.%s.svc.cluster.local:%v" $svc .Values.service.httpPort $svc .Release.Namespace .Values.service.httpPort $svc .Release.Namespace .Values.service.httpPort -}}
+{{- end -}}
+{{- end -}}
