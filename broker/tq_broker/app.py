@@ -20,7 +20,7 @@ from tq_broker.api.errors import install_error_handlers
 from tq_broker.api.guard import RequestGuard
 from tq_broker.api.limits import BodySizeLimit
 from tq_broker.api.security import RateLimitHeaders
-from tq_broker.auth import AuthConfig, Authenticator
+from tq_broker.auth import AuthConfig, Authenticator, OpenStreams
 from tq_broker.connector import Connector, ConnectorConfig
 from tq_broker.events import CHANNEL as EVENTS_CHANNEL
 from tq_broker.events import REGISTRATION_CHECK_SECONDS, EventHub, EventPublisher
@@ -193,6 +193,7 @@ def create_app(settings: BrokerSettings) -> FastAPI:
             burst=settings.heartbeat_budget_per_ttl,
         )
         app.state.keys = ApiKeyStore(connector)
+        app.state.open_streams = OpenStreams(settings.streams_per_key_max)
         app.state.authenticator = authenticator = Authenticator(
             app.state.keys, ClusterRateLimiter(connector), auth_config
         )

@@ -10,10 +10,12 @@ secret never reaches a log line or an error message.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import secrets
 import time
 from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from uuid import UUID
 
@@ -217,3 +219,30 @@ class StreamKey:
             return True
         self._next_check = time.monotonic() + self.interval
         return await self._auth.still_valid(self._principal)
+
+
+class TooManyStreams(BrokerError):
+    """The key has as many open streams on this replica as it may (429 / RESOURCE_EXHAUSTED)."""
+
+
+class OpenStreams:
+    """Open WebSocket and gRPC streams per key, on this replica, capped."""
+
+    def __init__(self, per_key_max: int) -> None:
+        self.per_key_max = per_key_max
+        self._open: dict[str, int] = {}
+
+    @contextlib.contextmanager
+    def opened(self, principal: Principal | None) -> Iterator[None]:
+        bucket = principal.bucket if principal is not None else "anonymous"
+        if self._open.get(bucket, 0) >= self.per_key_max:
+            raise TooManyStreams(
+                f"this API key has {self.per_key_max} open streams on this replica already"
+            )
+        self._open[bucket] = self._open.get(bucket, 0) + 1
+        try:
+            yield
+        finally:
+            self._open[bucket] -= 1
+            if not self._open[bucket]:
+                del self._open[bucket]

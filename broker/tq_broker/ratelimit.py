@@ -79,6 +79,7 @@ class _Allowance:
     expires: float
     central_remaining: int
     lock: asyncio.Lock
+    refused_until: float = 0.0  # the shared bucket was empty: refuse from memory till then
 
 
 class ClusterRateLimiter:
@@ -123,16 +124,29 @@ class ClusterRateLimiter:
             allowance = self._allowances[bucket] = _Allowance(0, 0.0, burst, asyncio.Lock())
         if self._spend(allowance):
             return Decision(True, rate, allowance.tokens + allowance.central_remaining, 0)
+        if (refused := self._still_refused(allowance, rate)) is not None:
+            return refused
         async with allowance.lock:
             if self._spend(allowance):  # another request refilled it while we waited
                 return Decision(True, rate, allowance.tokens + allowance.central_remaining, 0)
+            if (refused := self._still_refused(allowance, rate)) is not None:
+                return refused
             granted, remaining, wait = await self._take_from_cluster(bucket, rate, burst)
             allowance.central_remaining = remaining
             if granted == 0:
+                # No token before `wait` even if nobody else takes one: refusing until then
+                # costs the database nothing, and can only admit fewer, never more.
+                allowance.refused_until = self._clock() + wait
                 return Decision(False, rate, 0, retry_after(wait))
             allowance.tokens = granted - 1
             allowance.expires = self._clock() + self._allowance_seconds
             return Decision(True, rate, allowance.tokens + remaining, 0)
+
+    def _still_refused(self, allowance: _Allowance, rate: float) -> Decision | None:
+        left = allowance.refused_until - self._clock()
+        if left > 0:
+            return Decision(False, rate, 0, retry_after(left))
+        return None
 
     def _spend(self, allowance: _Allowance) -> bool:
         if allowance.tokens > 0 and self._clock() < allowance.expires:

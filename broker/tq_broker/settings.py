@@ -143,6 +143,9 @@ class BrokerSettings(BaseSettings):
     auth_failures_burst: int = Field(
         30, ge=1, description="Requests with a wrong key per client address before 429."
     )
+    streams_per_key_max: int = Field(
+        100, ge=1, description="Open WebSocket and gRPC streams per API key, per replica."
+    )
     key_cache_seconds: float = Field(
         5.0, ge=0, description="How long a replica trusts a looked-up key (revocation delay)."
     )

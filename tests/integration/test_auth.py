@@ -441,3 +441,29 @@ def test_idempotency_keys_are_per_api_key(secured: TestClient) -> None:
     )
     assert other.status_code == 201, "another key's Idempotency-Key revealed or refused"
     assert other.json()["task_id"] != first.json()["task_id"]
+
+
+class CountingConnector(Connector):
+    """The real connector, counting the transactions it opens."""
+
+    transactions = 0
+
+    def transaction(self):  # type: ignore[no-untyped-def]
+        self.transactions += 1
+        return super().transaction()
+
+
+async def test_a_refused_request_costs_the_database_nothing_until_a_token_is_due(
+    database_url: str,
+) -> None:
+    connector = CountingConnector(ConnectorConfig(database_url, max_connections=2))
+    await connector.open()
+    try:
+        limiter = ClusterRateLimiter(connector)
+        admitted = [await limiter.admit("key-l3", 0.5, 2) for _ in range(50)]
+        assert sum(d.admitted for d in admitted) == 2
+        assert all(d.retry_after_seconds >= 1 for d in admitted if not d.admitted)
+        # one transaction for the grant, one that found the bucket empty; none for the rest
+        assert connector.transactions <= 3, connector.transactions
+    finally:
+        await connector.close()

@@ -24,6 +24,7 @@ ADMIN = "stream-auth-admin-key-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {ADMIN}"}
 KEY_CACHE_SECONDS = 1.0
 CLOSED_WITHIN_SECONDS = 3 * KEY_CACHE_SECONDS + 2
+STREAMS_PER_KEY = 2
 
 
 @pytest.fixture
@@ -34,6 +35,7 @@ def broker(database_url: str, tmp_path: Path) -> Iterator[BrokerProcess]:
         "TQ_KEY_CACHE_SECONDS": str(KEY_CACHE_SECONDS),
         "TQ_GRPC_PORT": str(free_port()),
         "TQ_ACCESS_LOG": "true",
+        "TQ_STREAMS_PER_KEY_MAX": str(STREAMS_PER_KEY),
     }
     process = BrokerProcess(["--database-url", database_url], tmp_path / "broker.log", env=env)
     process.start()
@@ -43,10 +45,10 @@ def broker(database_url: str, tmp_path: Path) -> Iterator[BrokerProcess]:
         process.stop()
 
 
-def new_key(broker: BrokerProcess, permissions: list[str]) -> dict[str, str]:
+def new_key(broker: BrokerProcess, permissions: list[str], **limits: int) -> dict[str, str]:
     response = httpx.post(
         f"{broker.url}/api/v1/keys",
-        json={"name": "streams", "permissions": permissions},
+        json={"name": "streams", "permissions": permissions, **limits},
         headers=AUTH,
     )
     assert response.status_code == 201
@@ -131,3 +133,27 @@ def test_revoking_a_key_ends_its_grpc_stream(broker: BrokerProcess) -> None:
                 pass
         assert ended.value.code() == grpc.StatusCode.UNAUTHENTICATED
         assert time.monotonic() - revoked_at < CLOSED_WITHIN_SECONDS
+
+
+async def test_a_key_has_a_bounded_number_of_open_streams(broker: BrokerProcess) -> None:
+    key = new_key(broker, ["read_tasks"])["key"]
+    url = ws_url(broker, f"token={key}")
+    first, second = await subscribed(url), await subscribed(url)
+    with pytest.raises(InvalidStatus) as refused:
+        await websockets.connect(url)
+    assert refused.value.response.status_code == 403
+    other = await subscribed(ws_url(broker, f"token={new_key(broker, ['read_tasks'])['key']}"))
+    await first.close()
+    await asyncio.sleep(0.3)
+    third = await subscribed(url)  # a stream closed: room for one more
+    for ws in (second, other, third):
+        await ws.close()
+
+
+async def test_a_websocket_handshake_spends_a_rate_limit_token(broker: BrokerProcess) -> None:
+    key = new_key(broker, ["read_tasks"], rate_limit=1, burst=1)["key"]
+    url = ws_url(broker, f"token={key}")
+    ws = await subscribed(url)
+    await ws.close()
+    with pytest.raises(InvalidStatus):
+        await websockets.connect(url)

@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from tq_broker.api.security import rate_limit_headers
-from tq_broker.auth import Forbidden, RateLimited, Unauthenticated
+from tq_broker.auth import Forbidden, RateLimited, TooManyStreams, Unauthenticated
 from tq_broker.errors import (
     BrokerError,
     Conflict,
@@ -32,6 +32,7 @@ STATUS_BY_ERROR: dict[type[BrokerError], int] = {
     Unauthenticated: 401,
     Forbidden: 403,
     RateLimited: 429,
+    TooManyStreams: 429,
     NotFound: 404,
     Conflict: 409,
     PayloadTooLarge: 413,

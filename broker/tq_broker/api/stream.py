@@ -26,7 +26,15 @@ from fastapi import APIRouter, Request, Response, WebSocket, WebSocketDisconnect
 from tq_broker.api.errors import ERROR_RESPONSES
 from tq_broker.api.responses import json_response
 from tq_broker.api.security import requires
-from tq_broker.auth import TICKET_SECONDS, Authenticator, Forbidden, Principal, StreamKey
+from tq_broker.auth import (
+    TICKET_SECONDS,
+    Authenticator,
+    Forbidden,
+    OpenStreams,
+    Principal,
+    StreamKey,
+    TooManyStreams,
+)
 from tq_broker.errors import BrokerError
 from tq_broker.events import EventHub, Subscription, TaskEvent
 from tq_broker.keys import ApiKeyStore, Permission
@@ -115,6 +123,7 @@ async def _principal(websocket: WebSocket) -> Principal | None:
         principal = await auth.authenticate(header)
     if not principal.may(Permission.READ_TASKS):
         raise Forbidden("this API key lacks the read_tasks permission")
+    await auth.admit(principal)  # a handshake costs a token, like a request
     return principal
 
 
@@ -125,7 +134,16 @@ async def task_updates(websocket: WebSocket) -> None:
     except BrokerError:
         await websocket.close(code=POLICY_VIOLATION)  # before accept: the handshake gets 403
         return
-    await websocket.accept()
+    streams: OpenStreams = websocket.app.state.open_streams
+    try:
+        with streams.opened(principal):
+            await websocket.accept()
+            await _serve(websocket, principal)
+    except TooManyStreams:
+        await websocket.close(code=POLICY_VIOLATION)
+
+
+async def _serve(websocket: WebSocket, principal: Principal | None) -> None:
     key = StreamKey(websocket.app.state.authenticator, principal)
     hub: EventHub = websocket.app.state.event_hub
     current: list[Subscription] = []

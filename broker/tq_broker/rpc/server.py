@@ -51,7 +51,9 @@ class GrpcServer:
             ),
         ]
         server = grpc.aio.server(options=options)
-        self._service = TaskQueueService(state.store, state.event_hub, state.authenticator)
+        self._service = TaskQueueService(
+            state.store, state.event_hub, state.authenticator, state.open_streams
+        )
         add_TaskQueueServicer_to_server(self._service, server)
         self._health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)

@@ -26,9 +26,11 @@ from tq_broker.api.tasks import IDEMPOTENCY_KEY_PATTERN
 from tq_broker.auth import (
     Authenticator,
     Forbidden,
+    OpenStreams,
     Principal,
     RateLimited,
     StreamKey,
+    TooManyStreams,
     Unauthenticated,
     idempotency_scope,
 )
@@ -57,14 +59,16 @@ CODE_BY_ERROR: dict[type[BrokerError], grpc.StatusCode] = {
     Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
     Forbidden: grpc.StatusCode.PERMISSION_DENIED,
     RateLimited: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    TooManyStreams: grpc.StatusCode.RESOURCE_EXHAUSTED,
     NotFound: grpc.StatusCode.NOT_FOUND,
     Conflict: grpc.StatusCode.FAILED_PRECONDITION,
     PayloadTooLarge: grpc.StatusCode.RESOURCE_EXHAUSTED,
     StoreUnavailable: grpc.StatusCode.UNAVAILABLE,
 }
-# A one-task stream re-reads its task this often, covering events missed in the second before
-# publishers notice a new subscriber (or dropped by a NOTIFY that failed).
+# A one-task stream re-reads its task this often, covering events dropped by a NOTIFY that
+# failed (or sent before the stream was live).
 RECHECK_SECONDS = 5.0
+STREAMS_PER_KEY_MAX_DEFAULT = 100
 _WAKE = TaskEvent("", "", "", "")  # put into a stream's queue to make it notice shutdown
 _TERMINAL = frozenset(s.value for s in TERMINAL_STATUSES)
 
@@ -131,10 +135,17 @@ class _Stream:
 
 
 class TaskQueueService(TaskQueueServicer):
-    def __init__(self, store: TaskStore, hub: EventHub, auth: Authenticator) -> None:
+    def __init__(
+        self,
+        store: TaskStore,
+        hub: EventHub,
+        auth: Authenticator,
+        open_streams: OpenStreams | None = None,
+    ) -> None:
         self._store = store
         self._hub = hub
         self._auth = auth
+        self._open_streams = open_streams or OpenStreams(STREAMS_PER_KEY_MAX_DEFAULT)
         self._closing = False
         self._streams: set[Subscription] = set()
 
@@ -193,23 +204,31 @@ class TaskQueueService(TaskQueueServicer):
         self, request: pb.StreamTaskUpdatesRequest, context: Context
     ) -> AsyncIterator[pb.TaskUpdate]:
         async with self._call(context, Permission.READ_TASKS) as call:
-            key = StreamKey(self._auth, call.principal)
-            query = convert.stream_query(request)
-            # A one-task stream filters statuses itself: it must see the terminal one to end.
-            statuses = () if query.task_id else query.statuses
-            subscription = self._hub.subscribe(query.task_types, statuses)
-            self._streams.add(subscription)
-            try:
-                # Live from here on: every change that commits after the client has this
-                # initial metadata reaches the stream (see events.py).
-                if await self._hub.registered():
-                    await context.send_initial_metadata(((SUBSCRIBED_METADATA, "true"),))
-                updates = self._task_updates if query.task_id else self._all_updates
-                async for update in updates(_Stream(subscription, context, key), query):
+            with self._open_streams.opened(call.principal):
+                async for update in self._stream(request, context, call.principal):
                     yield update
-            finally:
-                self._streams.discard(subscription)
-                self._hub.unsubscribe(subscription)
+
+    async def _stream(
+        self, request: pb.StreamTaskUpdatesRequest, context: Context, principal: Principal | None
+    ) -> AsyncIterator[pb.TaskUpdate]:
+        """The updates of one StreamTaskUpdates call, once its key and cap were checked."""
+        key = StreamKey(self._auth, principal)
+        query = convert.stream_query(request)
+        # A one-task stream filters statuses itself: it must see the terminal one to end.
+        statuses = () if query.task_id else query.statuses
+        subscription = self._hub.subscribe(query.task_types, statuses)
+        self._streams.add(subscription)
+        try:
+            # Live from here on: every change that commits after the client has this
+            # initial metadata reaches the stream (see events.py).
+            if await self._hub.registered():
+                await context.send_initial_metadata(((SUBSCRIBED_METADATA, "true"),))
+            updates = self._task_updates if query.task_id else self._all_updates
+            async for update in updates(_Stream(subscription, context, key), query):
+                yield update
+        finally:
+            self._streams.discard(subscription)
+            self._hub.unsubscribe(subscription)
 
     async def _next(self, stream: _Stream, within: float | None = None) -> TaskEvent:
         """The next event; ends the stream when the broker stops, the subscriber was dropped,
