@@ -140,7 +140,7 @@ def create_app(settings: BrokerSettings) -> FastAPI:
         burst=settings.rate_limit_burst,
         cache_seconds=settings.key_cache_seconds,
     )
-    metrics = BrokerMetrics()
+    metrics = BrokerMetrics(settings.metrics_task_types_max)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -14,6 +14,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from tq_broker.metrics import TASK_TYPES_MAX_DEFAULT
 from tq_broker.ratelimit import BURST_DEFAULT, HEARTBEAT_BURST_DEFAULT, RATE_DEFAULT
 from tq_broker.store import PAYLOAD_LIMIT_BYTES_DEFAULT
 
@@ -74,6 +75,12 @@ class BrokerSettings(BaseSettings):
         2.0, gt=0, description="Longest /health waits for PostgreSQL before answering degraded."
     )
     access_log: bool = Field(False, description="Log every HTTP request.")
+    metrics_on_api_port: bool = Field(
+        True, description="Also serve /metrics on the API port (the metrics port always has it)."
+    )
+    metrics_task_types_max: int = Field(
+        TASK_TYPES_MAX_DEFAULT, ge=1, description="task_type label values; the rest: other."
+    )
     metrics_refresh_seconds: float = Field(
         5.0, gt=0, description="How often the leader refreshes the queue-state gauges."
     )

@@ -151,3 +151,36 @@ def test_metrics_port_serves_the_same_registry_and_needs_no_key(
             assert value(found, "tq_tasks_total", status="pending", task_type="x") == 1
     finally:
         broker.stop()
+
+
+def test_task_type_labels_are_bounded_and_metrics_can_leave_the_api_port(
+    database_url: str,
+) -> None:
+    """One key creating 50,000 task types once grew /metrics to 15 MB."""
+    settings = BrokerSettings(
+        database_url=database_url,
+        auth="off",
+        metrics_refresh_seconds=0.1,
+        metrics_task_types_max=5,
+    )
+    with TestClient(create_app(settings), base_url=LOOPBACK) as api:
+        batch = {"tasks": [{"task_type": f"type-{n}"} for n in range(40)]}
+        assert api.post("/api/v1/tasks/batch", json=batch).status_code == 201
+        deadline = time.monotonic() + 15
+        while True:
+            found = samples(api.get("/metrics").text)
+            pending = {
+                dict(labels)["task_type"] for name, labels in found if name == "tq_tasks_pending"
+            }
+            if pending or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        created = {dict(labels)["task_type"] for name, labels in found if name == "tq_tasks_total"}
+        assert len(created) == 6 and "other" in created, created
+        assert len(pending) == 6 and "other" in pending, pending
+        assert value(found, "tq_tasks_total", status="pending", task_type="other") == 35
+    hidden = BrokerSettings(database_url=database_url, auth="off", metrics_on_api_port=False)
+    with TestClient(create_app(hidden), base_url=LOOPBACK) as api:
+        response = api.get("/metrics")
+        assert response.status_code == 404
+        assert "metrics port" in response.json()["error"]

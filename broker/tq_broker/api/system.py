@@ -8,14 +8,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 from fastapi.responses import PlainTextResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import TypeAdapter
 
 from tq_broker.api.deps import ElectorDep, MetricsDep, SettingsDep, StoreDep
 from tq_broker.api.errors import ERROR_RESPONSES
 from tq_broker.api.responses import json_response
 from tq_broker.api.security import requires
-from tq_broker.errors import InvalidRequest, StoreUnavailable
+from tq_broker.errors import InvalidRequest, NotFound, StoreUnavailable
 from tq_broker.keys import Permission
 from tq_client.models import TASK_TYPE_PATTERN, Health, QueueDepth, Stats, WorkerInfo
 
@@ -91,5 +91,7 @@ async def health(store: StoreDep, elector: ElectorDep, settings: SettingsDep) ->
     response_class=PlainTextResponse,
     summary="Prometheus metrics (queue-state gauges come from the leader only)",
 )
-async def prometheus_metrics(metrics: MetricsDep) -> Response:
-    return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+async def prometheus_metrics(metrics: MetricsDep, settings: SettingsDep) -> Response:
+    if not settings.metrics_on_api_port:
+        raise NotFound("metrics are served on the metrics port only (TQ_METRICS_ON_API_PORT)")
+    return Response(await metrics.render(), media_type=CONTENT_TYPE_LATEST)
