@@ -20,11 +20,11 @@ from tq_broker.api.errors import install_error_handlers
 from tq_broker.api.guard import RequestGuard
 from tq_broker.api.limits import BodySizeLimit
 from tq_broker.api.security import RateLimitHeaders
-from tq_broker.auth import AuthConfig, Authenticator, OpenStreams
+from tq_broker.auth import AuthConfig, Authenticator, BootstrapKey, OpenStreams
 from tq_broker.connector import Connector, ConnectorConfig
 from tq_broker.events import CHANNEL as EVENTS_CHANNEL
 from tq_broker.events import REGISTRATION_CHECK_SECONDS, EventHub, EventPublisher
-from tq_broker.keys import ApiKeyStore
+from tq_broker.keys import ApiKeyStore, Permission
 from tq_broker.leader import AdvisoryLockElector, Elector, KubernetesLeaseService
 from tq_broker.listener import Listener
 from tq_broker.maintenance.cleaner import Cleaner, CleanerConfig
@@ -50,6 +50,10 @@ log = logging.getLogger(__name__)
 
 SHUTDOWN_SECONDS = 15.0  # for the services to stop and close, before the pool closes anyway
 KEY_USAGE_FLUSH_SECONDS = 30.0
+BOOTSTRAP_PERMISSIONS = {
+    "worker": frozenset({Permission.PROCESS_TASKS}),
+    "operator": frozenset({Permission.READ_TASKS}),
+}
 
 
 def connector_config(settings: BrokerSettings) -> ConnectorConfig:
@@ -139,6 +143,10 @@ def create_app(settings: BrokerSettings) -> FastAPI:
         rate_limit=settings.rate_limit_per_second,
         burst=settings.rate_limit_burst,
         cache_seconds=settings.key_cache_seconds,
+        more_bootstrap_keys=tuple(
+            BootstrapKey(name, secret, BOOTSTRAP_PERMISSIONS[name])
+            for name, secret in settings.bootstrap_keys().items()
+        ),
     )
     metrics = BrokerMetrics(settings.metrics_task_types_max)
 

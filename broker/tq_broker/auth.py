@@ -28,7 +28,6 @@ log = logging.getLogger(__name__)
 MAX_AUTHORIZATION_HEADER = 512
 CACHE_SECONDS_DEFAULT = 5.0
 CACHE_ENTRIES_MAX = 10_000
-BOOTSTRAP_BUCKET = "bootstrap-admin"
 TICKET_SECONDS = 30.0  # a WebSocket ticket must be used this soon
 
 
@@ -62,12 +61,31 @@ class Principal:
 
 
 @dataclass(frozen=True)
+class BootstrapKey:
+    """A key given in the broker's environment rather than created through the API: the admin
+    key, and the chart's worker and operator keys, each with only what its user needs."""
+
+    name: str  # also its rate-limit bucket: bootstrap-<name>
+    secret: str
+    permissions: frozenset[Permission]
+
+
+@dataclass(frozen=True)
 class AuthConfig:
     enabled: bool
     bootstrap_admin_key: str | None
     rate_limit: float
     burst: int
     cache_seconds: float = CACHE_SECONDS_DEFAULT
+    more_bootstrap_keys: tuple[BootstrapKey, ...] = ()
+
+    def bootstrap_keys(self) -> tuple[BootstrapKey, ...]:
+        admin = (
+            (BootstrapKey("admin", self.bootstrap_admin_key, frozenset({Permission.ADMIN})),)
+            if self.bootstrap_admin_key
+            else ()
+        )
+        return admin + self.more_bootstrap_keys
 
 
 def idempotency_scope(principal: Principal | None) -> str | None:
@@ -93,9 +111,17 @@ class Authenticator:
         self._keys = keys
         self._limiter = limiter
         self.config = config
-        self._bootstrap_hash = (
-            hash_secret(config.bootstrap_admin_key) if config.bootstrap_admin_key else None
-        )
+        self._bootstrap = {
+            hash_secret(key.secret): Principal(
+                f"bootstrap-{key.name}",
+                None,
+                f"bootstrap-{key.name}",
+                key.permissions,
+                config.rate_limit,
+                config.burst,
+            )
+            for key in config.bootstrap_keys()
+        }
         self._cache: OrderedDict[bytes, tuple[Principal | None, float]] = OrderedDict()
         self._revalidated: OrderedDict[UUID, tuple[bool, float]] = OrderedDict()
         self._used: set[UUID] = set()
@@ -107,22 +133,21 @@ class Authenticator:
             if principal is not None and principal.key_id == key_id:
                 del self._cache[digest]
 
-    def _bootstrap(self) -> Principal:
-        return Principal(
-            BOOTSTRAP_BUCKET,
-            None,
-            "bootstrap-admin",
-            frozenset({Permission.ADMIN}),
-            self.config.rate_limit,
-            self.config.burst,
-        )
+    def _bootstrap_principal(self, digest: bytes) -> Principal | None:
+        found = None
+        for known, principal in self._bootstrap.items():  # a few; compare every one
+            if secrets.compare_digest(digest, known):
+                found = principal
+        return found
+
+    def _bootstrap_named(self, bucket: str) -> Principal | None:
+        return next((p for p in self._bootstrap.values() if p.bucket == bucket), None)
 
     async def authenticate(self, header: str | None) -> Principal:
         digest = hash_secret(bearer_token(header))
-        if self._bootstrap_hash is not None and secrets.compare_digest(
-            digest, self._bootstrap_hash
-        ):
-            return self._bootstrap()
+        bootstrap = self._bootstrap_principal(digest)
+        if bootstrap is not None:
+            return bootstrap
         principal = await self._lookup(digest)
         if principal is None:
             raise Unauthenticated("unknown or revoked API key")
@@ -144,21 +169,26 @@ class Authenticator:
 
     async def issue_ticket(self, principal: Principal) -> str:
         """A single-use WebSocket ticket standing for this key for `TICKET_SECONDS`."""
-        return await self._keys.ws_ticket_insert(principal.key_id, TICKET_SECONDS)
+        bootstrap = principal.bucket if principal.key_id is None else None
+        return await self._keys.ws_ticket_insert(principal.key_id, bootstrap, TICKET_SECONDS)
 
     async def redeem_ticket(self, ticket: str) -> Principal:
         if not ticket.startswith("tqt_") or len(ticket) > MAX_AUTHORIZATION_HEADER:
             raise Unauthenticated("malformed ticket")
         record = await self._keys.ws_ticket_redeem(ticket)
-        if record is None:
+        principal = (
+            self._bootstrap_named(record) if isinstance(record, str) else
+            self._principal(record) if record is not None else None
+        )  # fmt: skip
+        if principal is None:
             raise Unauthenticated("unknown, used or expired ticket")
-        return self._bootstrap() if record == "bootstrap" else self._principal(record)
+        return principal
 
     async def still_valid(self, principal: Principal) -> bool:
         """Whether a long-lived stream's key is still good (revocation is seen within the
         cache interval, as for requests). The bootstrap key is valid while configured."""
         if principal.key_id is None:
-            return self._bootstrap_hash is not None
+            return self._bootstrap_named(principal.bucket) is not None
         cached = self._revalidated.get(principal.key_id)
         if cached is not None and cached[1] > time.monotonic():
             return cached[0]

@@ -14,7 +14,7 @@ import string
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Any
 from uuid import UUID, uuid4
 
 from tq_broker.connector import Connector
@@ -111,23 +111,30 @@ class ApiKeyStore:
         row = await self._db.fetch_one("key_get_by_id", {"key_id": key_id})
         return _record(row) if row is not None else None
 
-    async def ws_ticket_insert(self, key_id: UUID | None, ttl_seconds: float) -> str:
-        """A new single-use ticket for this key (None: the bootstrap admin key)."""
+    async def ws_ticket_insert(
+        self, key_id: UUID | None, bootstrap: str | None, ttl_seconds: float
+    ) -> str:
+        """A new single-use ticket for a stored key, or for a bootstrap key by its bucket."""
         ticket = "tqt_" + secrets.token_urlsafe(SECRET_BYTES)
         await self._db.execute(
             "ws_ticket_insert",
-            {"ticket_hash": hash_secret(ticket), "key_id": key_id, "ttl_seconds": ttl_seconds},
+            {
+                "ticket_hash": hash_secret(ticket),
+                "key_id": key_id,
+                "bootstrap": bootstrap,
+                "ttl_seconds": ttl_seconds,
+            },
         )
         return ticket
 
-    async def ws_ticket_redeem(self, ticket: str) -> KeyRecord | Literal["bootstrap"] | None:
-        """Use a ticket up: its key's record (None if the ticket is unknown, used, expired, or
-        its key was revoked since)."""
+    async def ws_ticket_redeem(self, ticket: str) -> KeyRecord | str | None:
+        """Use a ticket up: its key's record, or a bootstrap key's bucket (None if the ticket
+        is unknown, used, expired, or its key was revoked since)."""
         row = await self._db.fetch_one("ws_ticket_redeem", {"ticket_hash": hash_secret(ticket)})
         if row is None:
             return None
-        if row["bootstrap"]:
-            return "bootstrap"
+        if row["bootstrap"] is not None:
+            return str(row["bootstrap"])
         return _record(row) if row["key_id"] is not None else None
 
     async def key_touch_many(self, key_ids: list[UUID]) -> None:

@@ -160,15 +160,30 @@ class BrokerSettings(BaseSettings):
         False, description="Set by the CLI when it started the embedded PostgreSQL."
     )
 
-    @field_validator("admin_api_key")
+    worker_api_key: SecretStr | None = Field(
+        None, description="A bootstrap key with only process_tasks, for worker pods."
+    )
+    operator_api_key: SecretStr | None = Field(
+        None, description="A bootstrap key with only read_tasks, for the operator."
+    )
+
+    @field_validator("admin_api_key", "worker_api_key", "operator_api_key")
     @classmethod
     def _long_enough(cls, key: SecretStr | None) -> SecretStr | None:
         if key is not None and len(key.get_secret_value()) < BOOTSTRAP_KEY_MIN_LENGTH:
             raise ValueError(
-                f"TQ_ADMIN_API_KEY must be at least {BOOTSTRAP_KEY_MIN_LENGTH} characters "
+                f"bootstrap API keys must be at least {BOOTSTRAP_KEY_MIN_LENGTH} characters "
                 "(try: openssl rand -hex 24)"
             )
         return key
+
+    def bootstrap_keys(self) -> dict[str, str]:
+        """The worker and operator keys given in the environment, by name."""
+        return {
+            name: key.get_secret_value()
+            for name, key in (("worker", self.worker_api_key), ("operator", self.operator_api_key))
+            if key is not None
+        }
 
     def auth_enabled(self) -> bool:
         """Whether requests need an API key; raises if auth is off on a non-loopback address."""
@@ -179,7 +194,8 @@ class BrokerSettings(BaseSettings):
             if not loopback:
                 raise ValueError(f"TQ_AUTH=off is refused on a non-loopback address ({self.host})")
             return False
-        return not (self.embedded_database and loopback and self.admin_api_key is None)
+        no_keys = self.admin_api_key is None and not self.bootstrap_keys()
+        return not (self.embedded_database and loopback and no_keys)
 
     @property
     def max_body_bytes(self) -> int:

@@ -50,9 +50,14 @@ def url_allowed(url: str, allowed: Sequence[str]) -> bool:
 
 class BrokerClient:
     def __init__(
-        self, http: httpx.AsyncClient | None = None, allowed_urls: Sequence[str] = ()
+        self,
+        http: httpx.AsyncClient | None = None,
+        allowed_urls: Sequence[str] = (),
+        own_key: str | None = None,
     ) -> None:
         self.allowed_urls = tuple(allowed_urls)
+        # The operator's own read_tasks key (the chart's): then no pool Secret is ever read.
+        self.own_key = own_key
         self._http = http or httpx.AsyncClient(
             timeout=httpx.Timeout(REQUEST_TIMEOUT_SECONDS, connect=CONNECT_TIMEOUT_SECONDS),
             headers={"User-Agent": "tq-operator"},

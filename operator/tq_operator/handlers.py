@@ -33,6 +33,8 @@ WATCH_CLIENT_TIMEOUT_SECONDS = 330
 # Comma-separated broker URLs (a trailing * matches a prefix) that WorkerPools may name; the
 # chart sets it to its broker Service. Unset: any URL (a warning at startup).
 ALLOWED_URLS_ENV = "TQ_OPERATOR_ALLOWED_BROKER_URLS"
+# The operator's own read_tasks key; set, it reads no WorkerPool's Secret at all.
+OWN_KEY_ENV = "TQ_OPERATOR_API_KEY"
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +63,10 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
             "API keys there",
             ALLOWED_URLS_ENV,
         )
-    memo["broker"] = BrokerClient(allowed_urls=[u.strip() for u in allowed])
+    memo["broker"] = BrokerClient(
+        allowed_urls=[u.strip() for u in allowed],
+        own_key=os.environ.get(OWN_KEY_ENV) or None,
+    )
     memo["kube"] = await Kube.connect()
 
 

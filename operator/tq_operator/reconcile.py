@@ -110,7 +110,7 @@ async def poll(
     api_key, observed, error = None, None, None
     try:
         broker.check_url(spec.broker_url)  # before the key is even read
-        api_key = await _api_key(kube, namespace, spec)
+        api_key = broker.own_key or await _api_key(kube, namespace, spec)
         observed = pending(await broker.queue_depth(spec.broker_url, spec.task_types, api_key))
     except (BrokerError, SecretUnavailable) as exc:
         error = exc

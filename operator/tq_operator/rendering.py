@@ -75,9 +75,21 @@ def render_deployment(pool: kopf.Body, spec: PoolSpec, replicas: int) -> dict[st
     return deployment
 
 
+# Kubernetes' "restricted" Pod Security profile: worker pods pass it as rendered.
+POD_SECURITY_CONTEXT: dict[str, Any] = {
+    "runAsNonRoot": True,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+CONTAINER_SECURITY_CONTEXT: dict[str, Any] = {
+    "allowPrivilegeEscalation": False,
+    "capabilities": {"drop": ["ALL"]},
+}
+
+
 def _pod_spec(spec: PoolSpec) -> dict[str, Any]:
     pod: dict[str, Any] = {
         "terminationGracePeriodSeconds": spec.termination_grace_period_seconds,
+        "securityContext": copy.deepcopy(POD_SECURITY_CONTEXT),
         "containers": [_container(spec)],
     }
     if spec.service_account_name:
@@ -108,6 +120,7 @@ def _container(spec: PoolSpec) -> dict[str, Any]:
             str(drain_seconds(spec.termination_grace_period_seconds)),
         ],
         "env": _env(spec),
+        "securityContext": copy.deepcopy(CONTAINER_SECURITY_CONTEXT),
     }
     if spec.resources:
         container["resources"] = copy.deepcopy(dict(spec.resources))

@@ -467,3 +467,27 @@ async def test_a_refused_request_costs_the_database_nothing_until_a_token_is_due
         assert connector.transactions <= 3, connector.transactions
     finally:
         await connector.close()
+
+
+def test_the_worker_and_operator_bootstrap_keys_have_only_their_permission(
+    database_url: str,
+) -> None:
+    worker_key, operator_key = "w" * 40, "o" * 40
+    settings = BrokerSettings(
+        database_url=database_url,
+        auth="on",
+        admin_api_key=ADMIN,
+        worker_api_key=worker_key,
+        operator_api_key=operator_key,
+    )
+    with TestClient(create_app(settings), raise_server_exceptions=False) as api:
+        worker, operator = bearer(worker_key), bearer(operator_key)
+        registration = {"worker_id": WORKER_ID, "task_types": ["noop"], "concurrency": 1}
+        assert api.post("/api/v1/workers", json=registration, headers=worker).status_code == 201
+        assert api.get("/api/v1/tasks", headers=worker).status_code == 403
+        assert api.get("/api/v1/queue-depth?task_type=noop", headers=operator).status_code == 200
+        submit = api.post("/api/v1/tasks", json={"task_type": "noop"}, headers=operator)
+        assert submit.status_code == 403
+        assert api.get("/api/v1/keys", headers=operator).status_code == 403
+    with pytest.raises(ValueError, match="at least 32 characters"):
+        BrokerSettings(database_url=database_url, worker_api_key="short")

@@ -184,8 +184,28 @@ def test_install_upgrade_uninstall_with_defaults(
         assert can_i(plane, namespace, operator, "patch", "workerpools.taskqueue.io")
         assert can_i(plane, namespace, operator, "create", "deployments.apps")
         assert can_i(plane, namespace, operator, "patch", "pods")
-        assert can_i(plane, namespace, operator, "get", "secrets")
+        # It has its own read_tasks key: no Secret of the namespace is readable by it.
+        assert not can_i(plane, namespace, operator, "get", "secrets")
         assert not can_i(plane, namespace, operator, "list", "secrets")
+        policies = plane.kubectl_json("get", "networkpolicies", "-n", namespace)["items"]
+        assert {p["metadata"]["name"] for p in policies} == {
+            "tq-taskqueue-broker",
+            "tq-taskqueue-postgresql",
+        }
+        worker_secret = plane.kubectl_json(
+            "get", "secret", "tq-taskqueue-worker-api-key", "-n", namespace
+        )
+        assert worker_secret["metadata"]["labels"]["taskqueue.io/api-key"] == "true"
+        operator_secret = plane.kubectl_json(
+            "get", "secret", "tq-taskqueue-operator-api-key", "-n", namespace
+        )
+        assert "taskqueue.io/api-key" not in operator_secret["metadata"]["labels"]
+        admin_secret = plane.kubectl_json(
+            "get", "secret", "tq-taskqueue-admin-api-key", "-n", namespace
+        )
+        assert "taskqueue.io/api-key" not in admin_secret["metadata"]["labels"], (
+            "the admin key must not be readable by the operator for a pool"
+        )
         assert not can_i(plane, namespace, operator, "delete", "namespaces")
         assert not can_i(plane, "default", operator, "create", "deployments.apps")
         assert not can_i(plane, namespace, operator, "create", "clusterroles")

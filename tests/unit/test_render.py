@@ -195,8 +195,20 @@ def test_pod_template_overrides_are_passed_through() -> None:
 
 def test_absent_overrides_render_nothing() -> None:
     pod = render(pool())["spec"]["template"]["spec"]
-    assert set(pod) == {"terminationGracePeriodSeconds", "containers"}
+    assert set(pod) == {"terminationGracePeriodSeconds", "securityContext", "containers"}
     assert "resources" not in pod["containers"][0]
+
+
+def test_worker_pods_meet_the_restricted_pod_security_profile() -> None:
+    pod = render(pool())["spec"]["template"]["spec"]
+    assert pod["securityContext"] == {
+        "runAsNonRoot": True,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    assert pod["containers"][0]["securityContext"] == {
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+    }
 
 
 def test_a_user_variable_replaces_ours_of_the_same_name() -> None:

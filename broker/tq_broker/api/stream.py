@@ -103,7 +103,7 @@ async def create_ws_ticket(request: Request) -> Response:
 async def _unbound_ticket(request: Request) -> str:
     """With auth off any ticket (and none) opens /ws; hand one out so clients need no branch."""
     keys: ApiKeyStore = request.app.state.keys
-    return await keys.ws_ticket_insert(None, TICKET_SECONDS)
+    return await keys.ws_ticket_insert(None, None, TICKET_SECONDS)
 
 
 async def _principal(websocket: WebSocket) -> Principal | None:

@@ -366,17 +366,17 @@ FROM tq_api_keys WHERE key_id = %(key_id)s AND revoked_at IS NULL;
 WITH expired AS (
     DELETE FROM tq_ws_tickets WHERE expires_at < now()
 )
-INSERT INTO tq_ws_tickets (ticket_hash, key_id, expires_at)
-VALUES (%(ticket_hash)s, %(key_id)s, now() + %(ttl_seconds)s * interval '1 second');
+INSERT INTO tq_ws_tickets (ticket_hash, key_id, bootstrap, expires_at)
+VALUES (%(ticket_hash)s, %(key_id)s, %(bootstrap)s,
+        now() + %(ttl_seconds)s * interval '1 second');
 
 -- ws_ticket_redeem --
 -- Use a ticket up (one statement: a second use finds nothing), with its key as of now.
 WITH redeemed AS (
     DELETE FROM tq_ws_tickets WHERE ticket_hash = %(ticket_hash)s AND expires_at > now()
-    RETURNING key_id
+    RETURNING key_id, bootstrap
 )
-SELECT r.key_id IS NULL AS bootstrap, k.key_id, k.name, k.permissions, k.rate_limit, k.burst,
-       k.secret_hash
+SELECT r.bootstrap, k.key_id, k.name, k.permissions, k.rate_limit, k.burst, k.secret_hash
 FROM redeemed AS r
 LEFT JOIN tq_api_keys AS k ON k.key_id = r.key_id AND k.revoked_at IS NULL;
 

@@ -3,7 +3,8 @@
 
 CREATE TABLE tq_ws_tickets (
     ticket_hash bytea       PRIMARY KEY,
-    key_id      uuid,  -- NULL: the bootstrap admin key
+    key_id      uuid,
+    bootstrap   text,  -- a key from the broker's environment (then key_id is NULL)
     expires_at  timestamptz NOT NULL
 );
 
