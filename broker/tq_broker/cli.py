@@ -28,6 +28,7 @@ from tq_broker.app import connector_config, create_app
 from tq_broker.connector import Connector
 from tq_broker.embedded import EmbeddedPostgres, EmbeddedPostgresError
 from tq_broker.errors import StoreUnavailable
+from tq_broker.http_protocol import protocol_with_deadlines
 from tq_broker.keys import ApiKeyStore, Permission
 from tq_broker.migrations import migrate
 from tq_broker.settings import BrokerSettings
@@ -181,7 +182,10 @@ def serve(settings: BrokerSettings) -> int:
         host=settings.host,
         port=settings.port,
         loop="uvloop",
-        http="httptools",
+        http=protocol_with_deadlines(
+            settings.header_timeout_seconds, settings.body_timeout_seconds
+        ),
+        limit_concurrency=settings.max_connections,
         access_log=settings.access_log,
         log_level="info",
         timeout_graceful_shutdown=10,

@@ -14,6 +14,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from tq_broker.http_protocol import BODY_TIMEOUT_SECONDS_DEFAULT, HEADER_TIMEOUT_SECONDS_DEFAULT
 from tq_broker.metrics import TASK_TYPES_MAX_DEFAULT
 from tq_broker.ratelimit import BURST_DEFAULT, HEARTBEAT_BURST_DEFAULT, RATE_DEFAULT
 from tq_broker.store import PAYLOAD_LIMIT_BYTES_DEFAULT
@@ -75,6 +76,19 @@ class BrokerSettings(BaseSettings):
         2.0, gt=0, description="Longest /health waits for PostgreSQL before answering degraded."
     )
     access_log: bool = Field(False, description="Log every HTTP request.")
+    header_timeout_seconds: float = Field(
+        HEADER_TIMEOUT_SECONDS_DEFAULT,
+        gt=0,
+        description="A connection's request headers must arrive within this; else it closes.",
+    )
+    body_timeout_seconds: float = Field(
+        BODY_TIMEOUT_SECONDS_DEFAULT,
+        gt=0,
+        description="A request's body must arrive within this after its headers.",
+    )
+    max_connections: int = Field(
+        2000, ge=10, description="Open connections and requests per replica; past it: 503."
+    )
     metrics_on_api_port: bool = Field(
         True, description="Also serve /metrics on the API port (the metrics port always has it)."
     )

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -148,3 +149,50 @@ async def test_malformed_websocket_frames_get_an_error_not_a_traceback(
         assert ws.close_code == 1003
     time.sleep(0.2)
     assert "Traceback" not in open_broker.log_path.read_text()
+
+
+@pytest.fixture
+def impatient(database_url: str, tmp_path: Path) -> Iterator[BrokerProcess]:
+    env = {"TQ_HEADER_TIMEOUT_SECONDS": "1", "TQ_BODY_TIMEOUT_SECONDS": "1"}
+    broker = BrokerProcess(["--database-url", database_url], tmp_path / "broker.log", env=env)
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+def closed_by_server(sock: socket.socket, within: float) -> bool:
+    sock.settimeout(within)
+    try:
+        return sock.recv(65536) == b""
+    except TimeoutError:
+        return False
+
+
+def test_connections_that_never_finish_a_request_are_closed(impatient: BrokerProcess) -> None:
+    """3,000 such connections used to be held for 90 s and more."""
+    silent = socket.create_connection(("127.0.0.1", impatient.port))
+    headers_only = socket.create_connection(("127.0.0.1", impatient.port))
+    headers_only.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # never the blank line
+    trickle = socket.create_connection(("127.0.0.1", impatient.port))
+    trickle.sendall(
+        b"POST /api/v1/tasks HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 1000\r\n\r\n{"
+    )
+    try:
+        for name, sock in (("silent", silent), ("headers", headers_only), ("body", trickle)):
+            assert closed_by_server(sock, 5), f"the {name} connection was kept open"
+    finally:
+        for sock in (silent, headers_only, trickle):
+            sock.close()
+    # A request that is complete and waiting for its answer is not cut: a 3 s long-poll.
+    worker = {"worker_id": "patient", "task_types": ["x"], "concurrency": 1}
+    assert httpx.post(f"{impatient.url}/api/v1/workers", json=worker).status_code == 201
+    started = time.monotonic()
+    claim = httpx.post(
+        f"{impatient.url}/api/v1/tasks/claim",
+        json={"worker_id": "patient", "wait_seconds": 3},
+        timeout=10,
+    )
+    assert claim.status_code == 200 and time.monotonic() - started >= 3
