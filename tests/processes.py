@@ -3,13 +3,14 @@ healthy, signal, restart."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -130,6 +131,15 @@ class BrokerProcess:
 
     def stop(self) -> None:
         stop_process(self.process)
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[BrokerProcess]:
+        """Started and healthy for the block; stopped after it, whatever happened."""
+        self.start()
+        try:
+            yield self
+        finally:
+            self.stop()
 
 
 def _unwrapped(argv: list[str]) -> list[str]:

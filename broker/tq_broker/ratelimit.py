@@ -14,9 +14,10 @@ computed, and it uses the database's clock for the shared bucket.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from tq_broker.connector import Connector
@@ -103,19 +104,10 @@ class ClusterRateLimiter:
         the bucket's lock, at most one such overdraft happens at a time. The bound becomes
         burst + rate·t + (largest batch - burst) tasks in any window of t seconds."""
         need = min(cost, burst)
-        async with self._db.transaction() as tx:
-            await tx.execute("rate_bucket_lock", {"bucket": bucket, "burst": float(burst)})
-            row = await tx.fetch_one("rate_bucket_read", {"bucket": bucket})
-            assert row is not None
-            as_of = max(row["as_of"], row["updated_at"])
-            shared = TokenBucket(rate, burst, row["tokens"], 0.0)
-            shared.refill((as_of - row["updated_at"]).total_seconds())
+        async with self._shared_bucket(bucket, rate, burst) as shared:
             if shared.tokens < need:
                 return Decision(False, rate, 0, retry_after(shared.seconds_until(need)))
             shared.tokens -= cost
-            await tx.execute(
-                "rate_bucket_store", {"bucket": bucket, "tokens": shared.tokens, "as_of": as_of}
-            )
         return Decision(True, rate, max(0, math.floor(shared.tokens)), 0)
 
     async def admit(self, bucket: str, rate: float, burst: int) -> Decision:
@@ -154,11 +146,13 @@ class ClusterRateLimiter:
             return True
         return False
 
-    async def _take_from_cluster(
+    @contextlib.asynccontextmanager
+    async def _shared_bucket(
         self, bucket: str, rate: float, burst: int
-    ) -> tuple[int, int, float]:
-        """(tokens granted, tokens left in the shared bucket, seconds until one is there)."""
-        want = grant_size(rate, burst, self._grant_max)
+    ) -> AsyncIterator[TokenBucket]:
+        """The key's bucket in PostgreSQL, locked and refilled as of the database's clock; what
+        the caller leaves in it is stored (unless the caller raises or returns early, which
+        changes nothing: the row stays as it was)."""
         async with self._db.transaction() as tx:
             await tx.execute("rate_bucket_lock", {"bucket": bucket, "burst": float(burst)})
             row = await tx.fetch_one("rate_bucket_read", {"bucket": bucket})
@@ -167,11 +161,22 @@ class ClusterRateLimiter:
             as_of = max(row["as_of"], row["updated_at"])
             shared = TokenBucket(rate, burst, row["tokens"], 0.0)
             shared.refill((as_of - row["updated_at"]).total_seconds())
+            before = shared.tokens
+            yield shared
+            if shared.tokens != before:
+                await tx.execute(
+                    "rate_bucket_store",
+                    {"bucket": bucket, "tokens": shared.tokens, "as_of": as_of},
+                )
+
+    async def _take_from_cluster(
+        self, bucket: str, rate: float, burst: int
+    ) -> tuple[int, int, float]:
+        """(tokens granted, tokens left in the shared bucket, seconds until one is there)."""
+        want = grant_size(rate, burst, self._grant_max)
+        async with self._shared_bucket(bucket, rate, burst) as shared:
             granted = max(0, min(want, math.floor(shared.tokens)))  # none while in debt
             shared.tokens -= granted
-            await tx.execute(
-                "rate_bucket_store", {"bucket": bucket, "tokens": shared.tokens, "as_of": as_of}
-            )
         return granted, math.floor(shared.tokens), shared.seconds_until(1)
 
 

@@ -29,22 +29,18 @@ MEMORY_GROWTH_MAX = 100 * 1024 * 1024
 @pytest.fixture
 def secured(database_url: str, tmp_path: Path) -> Iterator[BrokerProcess]:
     env = {"TQ_AUTH": "on", "TQ_ADMIN_API_KEY": ADMIN, "TQ_AUTH_FAILURES_BURST": "5"}
-    broker = BrokerProcess(["--database-url", database_url], tmp_path / "broker.log", env=env)
-    broker.start()
-    try:
+    with BrokerProcess(
+        ["--database-url", database_url], tmp_path / "broker.log", env=env
+    ).running() as broker:
         yield broker
-    finally:
-        broker.stop()
 
 
 @pytest.fixture
 def open_broker(database_url: str, tmp_path: Path) -> Iterator[BrokerProcess]:
-    broker = BrokerProcess(["--database-url", database_url], tmp_path / "broker.log")
-    broker.start()
-    try:
+    with BrokerProcess(
+        ["--database-url", database_url], tmp_path / "broker.log"
+    ).running() as broker:
         yield broker
-    finally:
-        broker.stop()
 
 
 def rss(broker: BrokerProcess) -> int:
@@ -154,12 +150,10 @@ async def test_malformed_websocket_frames_get_an_error_not_a_traceback(
 @pytest.fixture
 def impatient(database_url: str, tmp_path: Path) -> Iterator[BrokerProcess]:
     env = {"TQ_HEADER_TIMEOUT_SECONDS": "1", "TQ_BODY_TIMEOUT_SECONDS": "1"}
-    broker = BrokerProcess(["--database-url", database_url], tmp_path / "broker.log", env=env)
-    broker.start()
-    try:
+    with BrokerProcess(
+        ["--database-url", database_url], tmp_path / "broker.log", env=env
+    ).running() as broker:
         yield broker
-    finally:
-        broker.stop()
 
 
 def closed_by_server(sock: socket.socket, within: float) -> bool:

@@ -37,12 +37,10 @@ def broker(database_url: str, tmp_path: Path) -> Iterator[BrokerProcess]:
         "TQ_ACCESS_LOG": "true",
         "TQ_STREAMS_PER_KEY_MAX": str(STREAMS_PER_KEY),
     }
-    process = BrokerProcess(["--database-url", database_url], tmp_path / "broker.log", env=env)
-    process.start()
-    try:
+    with BrokerProcess(
+        ["--database-url", database_url], tmp_path / "broker.log", env=env
+    ).running() as process:
         yield process
-    finally:
-        process.stop()
 
 
 def new_key(broker: BrokerProcess, permissions: list[str], **limits: int) -> dict[str, str]:
