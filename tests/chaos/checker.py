@@ -74,7 +74,9 @@ def read_tasks(conninfo: str) -> list[StoredTask]:
         ).fetchall()
     tasks: list[StoredTask] = []
     for row in rows:
-        key = row["idempotency_key"] or f"<no key: {row['task_id']}>"
+        # Stored as "<the API key's scope>:<key>" (idempotency keys are per API key).
+        stored_key = row["idempotency_key"]
+        key = stored_key.split(":", 1)[-1] if stored_key else f"<no key: {row['task_id']}>"
         result = bytes(row["result"]) if row["result"] is not None else None
         tasks.append(
             StoredTask(
