@@ -186,6 +186,8 @@ def serve(settings: BrokerSettings) -> int:
             settings.header_timeout_seconds, settings.body_timeout_seconds
         ),
         limit_concurrency=settings.max_connections,
+        ssl_certfile=settings.tls_cert_file,
+        ssl_keyfile=settings.tls_key_file,
         access_log=settings.access_log,
         log_level="info",
         timeout_graceful_shutdown=10,
@@ -199,7 +201,8 @@ def serve(settings: BrokerSettings) -> int:
         from tq_broker.rpc.server import GrpcServer  # grpc costs ~0.5 s of imports: only if used
 
         server.grpc = GrpcServer(settings)
-    log.info("taskqueue broker on http://%s:%s", settings.host, settings.port)
+    scheme = "https" if settings.tls_files() else "http"
+    log.info("taskqueue broker on %s://%s:%s", scheme, settings.host, settings.port)
     if settings.metrics_port:
         start_http_server(settings.metrics_port, settings.host, app.state.metrics.registry)
         log.info("metrics on http://%s:%s/metrics", settings.host, settings.metrics_port)

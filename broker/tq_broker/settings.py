@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tq_broker.http_protocol import BODY_TIMEOUT_SECONDS_DEFAULT, HEADER_TIMEOUT_SECONDS_DEFAULT
@@ -86,6 +86,10 @@ class BrokerSettings(BaseSettings):
         gt=0,
         description="A request's body must arrive within this after its headers.",
     )
+    tls_cert_file: str | None = Field(
+        None, description="PEM certificate (chain): serve REST, WebSocket and gRPC over TLS."
+    )
+    tls_key_file: str | None = Field(None, description="PEM private key of tls_cert_file.")
     max_connections: int = Field(
         2000, ge=10, description="Open connections and requests per replica; past it: 503."
     )
@@ -190,6 +194,21 @@ class BrokerSettings(BaseSettings):
                 "(try: openssl rand -hex 24)"
             )
         return key
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> BrokerSettings:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("TLS needs both TQ_TLS_CERT_FILE and TQ_TLS_KEY_FILE")
+        for path in (self.tls_cert_file, self.tls_key_file):
+            if path is not None and not Path(path).is_file():
+                raise ValueError(f"TLS file {path} does not exist")
+        return self
+
+    def tls_files(self) -> tuple[str, str] | None:
+        """(certificate, key) when TLS is on."""
+        if self.tls_cert_file is None or self.tls_key_file is None:
+            return None
+        return self.tls_cert_file, self.tls_key_file
 
     def bootstrap_keys(self) -> dict[str, str]:
         """The worker and operator keys given in the environment, by name."""

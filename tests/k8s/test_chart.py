@@ -76,6 +76,29 @@ def test_every_container_runs_hardened(control_plane: Any) -> None:
             assert any(m["mountPath"] == "/tmp" for m in container["volumeMounts"])
 
 
+def test_tls_from_a_secret_serves_https_and_the_operator_expects_it(control_plane: Any) -> None:
+    docs = {
+        (d["kind"], d["metadata"]["name"]): d
+        for d in rendered(control_plane, "--set", "tls.existingSecret=tq-tls")
+    }
+    broker = docs[("Deployment", "t-taskqueue-broker")]["spec"]["template"]["spec"]
+    container = broker["containers"][0]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["TQ_TLS_CERT_FILE"] == "/etc/taskqueue/tls/tls.crt"
+    assert env["TQ_TLS_KEY_FILE"] == "/etc/taskqueue/tls/tls.key"
+    assert container["readinessProbe"]["httpGet"]["scheme"] == "HTTPS"
+    assert {"name": "tls", "secret": {"secretName": "tq-tls"}} in broker["volumes"]
+    operator = docs[("Deployment", "t-taskqueue-operator")]["spec"]["template"]["spec"]
+    allowed = next(
+        e["value"]
+        for e in operator["containers"][0]["env"]
+        if e["name"] == "TQ_OPERATOR_ALLOWED_BROKER_URLS"
+    )
+    assert all(url.startswith("https://") for url in allowed.split(","))
+    plain = rendered(control_plane)
+    assert not any("TQ_TLS_CERT_FILE" in json.dumps(d) for d in plain), "TLS is opt-in"
+
+
 def bind_a_volume(plane: Any, name: str) -> None:
     """The simulated cluster has no storage provisioner: offer one PersistentVolume."""
     plane.kubectl(

@@ -150,3 +150,16 @@ def test_deleting_the_pool_garbage_collects_the_deployment(
     wait_for("the pool gone", lambda: get(cp, ns, "workerpool", "gone") is None, operator)
     wait_for("the Deployment gone", lambda: get(cp, ns, "deployment", "gone") is None, operator)
     wait_for("the pods gone", lambda: not live_pods(cp, ns, "gone"), operator)
+
+
+def test_worker_pods_are_admitted_where_the_restricted_profile_is_enforced(
+    cp: ControlPlane, operator: OperatorProcess, broker: Broker
+) -> None:
+    """Pod Security admission in the real API server: the rendered pods meet `restricted`."""
+    ns = new_namespace(cp, broker)
+    cp.kubectl("label", "namespace", ns, "pod-security.kubernetes.io/enforce=restricted")
+    apply(cp, ns, pool_manifest("strict", broker.url, ns, autoscaling=False, replicas=1))
+    wait_for("1 running pod", lambda: running(cp, ns, "strict", 1), operator, timeout=60)
+    # and the profile is really enforced there: a root pod is refused
+    refused = cp.kubectl("run", "root-pod", "-n", ns, "--image=registry.example/x:1", check=False)
+    assert refused.returncode != 0 and "restricted" in refused.stderr

@@ -10,6 +10,7 @@ let a second broker on the same port silently share, or steal, the traffic).
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -27,6 +28,12 @@ log = logging.getLogger(__name__)
 SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["TaskQueue"].full_name
 STOP_GRACE_SECONDS = 10.0  # in-flight unary calls get this long; open streams end at once
 MESSAGE_OVERHEAD_BYTES = 64 * 1024  # a submit's fields besides its payload
+
+
+def server_credentials(cert_file: str, key_file: str) -> grpc.ServerCredentials:
+    """TLS for the gRPC port from the same PEM files as the HTTP port (read at startup)."""
+    cert, key = Path(cert_file).read_bytes(), Path(key_file).read_bytes()
+    return grpc.ssl_server_credentials([(key, cert)])
 
 
 def listen_address(host: str, port: int) -> str:
@@ -61,7 +68,11 @@ class GrpcServer:
             [SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME], server
         )
         address = listen_address(self._settings.host, self._settings.grpc_port)
-        port = server.add_insecure_port(address)  # RuntimeError when it cannot bind
+        tls = self._settings.tls_files()
+        if tls is None:
+            port = server.add_insecure_port(address)  # RuntimeError when it cannot bind
+        else:
+            port = server.add_secure_port(address, server_credentials(*tls))
         await server.start()
         self._server = server
         for name in ("", SERVICE_NAME):

@@ -58,6 +58,8 @@ database-url
 {{- join "," .Values.operator.allowedBrokerUrls -}}
 {{- else -}}
 {{- $svc := printf "%s-broker" (include "taskqueue.fullname" .) -}}
-{{- printf "http://%s:%v,http://%s.%s.svc:%v,http://%s.%s.svc.cluster.local:%v" $svc .Values.service.httpPort $svc .Release.Namespace .Values.service.httpPort $svc .Release.Namespace .Values.service.httpPort -}}
+{{- $s := ternary "https" "http" (ne .Values.tls.existingSecret "") -}}
+{{- $p := .Values.service.httpPort -}}
+{{- printf "%s://%s:%v,%s://%s.%s.svc:%v,%s://%s.%s.svc.cluster.local:%v" $s $svc $p $s $svc .Release.Namespace $p $s $svc .Release.Namespace $p -}}
 {{- end -}}
 {{- end -}}
