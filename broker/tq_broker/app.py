@@ -50,6 +50,8 @@ log = logging.getLogger(__name__)
 
 SHUTDOWN_SECONDS = 15.0  # for the services to stop and close, before the pool closes anyway
 KEY_USAGE_FLUSH_SECONDS = 30.0
+RELEASE_BODY_MAX_BYTES = 256 * 1024
+SMALL_BODY_MAX_BYTES = 64 * 1024
 BOOTSTRAP_PERMISSIONS = {
     "worker": frozenset({Permission.PROCESS_TASKS}),
     "operator": frozenset({Permission.READ_TASKS}),
@@ -246,8 +248,15 @@ def create_app(settings: BrokerSettings) -> FastAPI:
         BodySizeLimit,
         default_max=settings.max_body_bytes,
         per_path={
-            f"/api/v1/tasks/{action}": settings.max_batch_body_bytes
-            for action in ("batch", "complete", "fail", "release")
+            # Sized to the route: batches carry payloads, results or error texts (1000 of
+            # them); a release carries 1000 leases at most, ~100 bytes each; a claim, nothing.
+            **{
+                f"/api/v1/tasks/{action}": settings.max_batch_body_bytes
+                for action in ("batch", "complete", "fail")
+            },
+            "/api/v1/tasks/release": RELEASE_BODY_MAX_BYTES,
+            "/api/v1/tasks/claim": SMALL_BODY_MAX_BYTES,
+            "/api/v1/workers": SMALL_BODY_MAX_BYTES,
         },
     )
     return app

@@ -165,3 +165,14 @@ def test_openapi_declares_400_not_422(api: TestClient) -> None:
     assert all(
         "422" not in op["responses"] for path in spec["paths"].values() for op in path.values()
     )
+
+
+@pytest.mark.parametrize(
+    ("path", "size"),
+    [("/api/v1/tasks/release", 300 * 1024), ("/api/v1/tasks/claim", 100 * 1024)],
+)
+def test_worker_routes_have_body_caps_sized_to_them(api: TestClient, path: str, size: int) -> None:
+    body = b'{"worker_id": "' + b"w" * size + b'"}'
+    response = api.post(path, content=body, headers={"Content-Type": "application/json"})
+    assert response.status_code == 413
+    assert "limit" in response.json()["error"]

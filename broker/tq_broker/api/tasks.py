@@ -11,6 +11,7 @@ from pydantic import TypeAdapter
 
 from tq_broker.api.deps import StoreDep
 from tq_broker.api.errors import ERROR_RESPONSES
+from tq_broker.api.parsing import OffLoopJsonRoute
 from tq_broker.api.responses import json_response
 from tq_broker.api.security import requires
 from tq_broker.auth import Authenticator, Principal, idempotency_scope
@@ -27,7 +28,7 @@ from tq_client.models import (
     TaskSummary,
 )
 
-router = APIRouter(prefix="/api/v1/tasks", tags=["tasks"])
+router = APIRouter(prefix="/api/v1/tasks", tags=["tasks"], route_class=OffLoopJsonRoute)
 
 IDEMPOTENCY_KEY_PATTERN = re.compile(r"^[\x21-\x7e]{1,255}$")
 _task_list_json = TypeAdapter(list[TaskSummary])

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Path, Request, Response
 
 from tq_broker.api.deps import BudgetDep, MetricsDep, NotifierDep, SettingsDep, WorkerStoreDep
 from tq_broker.api.errors import ERROR_RESPONSES
+from tq_broker.api.parsing import OffLoopJsonRoute
 from tq_broker.api.responses import json_response
 from tq_broker.api.security import CallerDep, requires
 from tq_broker.auth import RateLimited
@@ -31,7 +32,7 @@ from tq_client.protocol import (
     ReleaseRequest,
 )
 
-router = APIRouter(tags=["workers"])
+router = APIRouter(tags=["workers"], route_class=OffLoopJsonRoute)
 WorkerIdPath = Annotated[str, Path(pattern=WORKER_ID_PATTERN)]
 
 
