@@ -99,6 +99,24 @@ def test_tls_from_a_secret_serves_https_and_the_operator_expects_it(control_plan
     assert not any("TQ_TLS_CERT_FILE" in json.dumps(d) for d in plain), "TLS is opt-in"
 
 
+def test_the_bundled_postgresql_gives_the_broker_an_unprivileged_role(
+    control_plane: Any,
+) -> None:
+    """The init script itself is run against a real server in test_bundled_postgres_role.py."""
+    docs = {(d["kind"], d["metadata"]["name"]): d for d in rendered(control_plane)}
+    pod = docs[("StatefulSet", "t-taskqueue-postgresql")]["spec"]["template"]["spec"]
+    env = {e["name"]: e for e in pod["containers"][0]["env"]}
+    assert env["POSTGRES_USER"]["value"] == "postgres"
+    assert env["POSTGRES_PASSWORD"]["valueFrom"]["secretKeyRef"]["key"] == (
+        "postgres-superuser-password"
+    )
+    init = docs[("ConfigMap", "t-taskqueue-postgresql-init")]["data"]["init.sh"]
+    assert init == (CHART / "files" / "postgres-init.sh").read_text()
+    secret = docs[("Secret", "t-taskqueue-database")]["stringData"]
+    assert secret["database-url"].startswith("postgresql://taskqueue:")
+    assert secret["postgres-superuser-password"] != secret["postgres-password"]
+
+
 def bind_a_volume(plane: Any, name: str) -> None:
     """The simulated cluster has no storage provisioner: offer one PersistentVolume."""
     plane.kubectl(
