@@ -22,6 +22,7 @@ from uuid import UUID
 from tq_broker.errors import BrokerError, StoreUnavailable
 from tq_broker.keys import ApiKeyStore, KeyRecord, Permission, hash_secret
 from tq_broker.ratelimit import ClusterRateLimiter, Decision
+from tq_broker.store import ANYONE, Submitter
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,7 @@ class Principal:
     permissions: frozenset[Permission]
     rate_limit: float
     burst: int
+    max_pending: int | None = None  # the key's cap on waiting tasks
 
     def may(self, permission: Permission) -> bool:
         return Permission.ADMIN in self.permissions or permission in self.permissions
@@ -88,10 +90,12 @@ class AuthConfig:
         return admin + self.more_bootstrap_keys
 
 
-def idempotency_scope(principal: Principal | None) -> str | None:
-    """Idempotency keys are per API key: another key's same Idempotency-Key is a new task
-    (and reveals nothing). None with auth off: one scope for all."""
-    return principal.bucket if principal is not None else None
+def submitter_of(principal: Principal | None) -> Submitter:
+    """Idempotency keys are per API key (another key's same Idempotency-Key is a new task and
+    reveals nothing), and so is the optional cap on waiting tasks. Auth off: one scope."""
+    if principal is None:
+        return ANYONE
+    return Submitter(principal.bucket, principal.key_id, principal.max_pending)
 
 
 def bearer_token(header: str | None) -> str:
@@ -206,6 +210,7 @@ class Authenticator:
             permissions=record.permissions,
             rate_limit=record.rate_limit or self.config.rate_limit,
             burst=record.burst or self.config.burst,
+            max_pending=record.max_pending,
         )
 
     async def admit(self, principal: Principal, cost: int = 1) -> Decision:

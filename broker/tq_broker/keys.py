@@ -53,6 +53,7 @@ class KeyRecord:
     permissions: frozenset[Permission]
     rate_limit: float | None
     burst: int | None
+    max_pending: int | None = None  # waiting tasks the key may have; None: no cap
 
 
 def _record(row: Mapping[str, Any]) -> KeyRecord:
@@ -62,6 +63,7 @@ def _record(row: Mapping[str, Any]) -> KeyRecord:
         permissions=frozenset(Permission(p) for p in row["permissions"] if p in _KNOWN),
         rate_limit=row["rate_limit"],
         burst=row["burst"],
+        max_pending=row.get("max_pending"),
     )
 
 
@@ -75,6 +77,7 @@ class ApiKeyStore:
         permissions: list[Permission],
         rate_limit: float | None,
         burst: int | None,
+        max_pending: int | None = None,
     ) -> tuple[str, dict[str, object]]:
         """Create a key; returns the secret (to show once) and the stored row."""
         prefix, secret = generate_secret()
@@ -88,6 +91,7 @@ class ApiKeyStore:
                 "permissions": [p.value for p in permissions],
                 "rate_limit": rate_limit,
                 "burst": burst,
+                "max_pending": max_pending,
             },
         )
         assert row is not None

@@ -7,13 +7,15 @@ read followed by a write in Python.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
-from tq_broker.connector import Connector
-from tq_broker.errors import Conflict, NotFound, PayloadTooLarge
+from tq_broker.connector import Connector, Session
+from tq_broker.errors import BrokerError, Conflict, NotFound, PayloadTooLarge
 from tq_broker.events import EventPublisher
 from tq_broker.ids import new_task_id
 from tq_client.models import (
@@ -29,12 +31,29 @@ from tq_client.models import (
 )
 
 PAYLOAD_LIMIT_BYTES_DEFAULT = 1024 * 1024
+Queries = Connector | Session  # both run named statements
 
 
 @dataclass(frozen=True)
 class Submitted:
     task: SubmitTaskResponse
     created: bool  # False when an idempotent repeat returned the earlier task
+
+
+@dataclass(frozen=True)
+class Submitter:
+    """Who submits: the scope of its idempotency keys, and its key's cap on waiting tasks."""
+
+    scope: str | None = None  # None: auth off, one scope for all
+    key_id: UUID | None = None
+    max_pending: int | None = None  # None: no cap (and the task records no key)
+
+
+ANYONE = Submitter()
+
+
+class PendingCapReached(BrokerError):
+    """The key has as many waiting tasks as it may (429)."""
 
 
 @dataclass(frozen=True)
@@ -66,38 +85,66 @@ class TaskStore:
                 f"the limit is {self._max_payload_bytes}"
             )
 
+    @contextlib.asynccontextmanager
+    async def _within_cap(self, submitter: Submitter, adding: int) -> AsyncIterator[Queries]:
+        """Where to insert: the pool, or for a capped key a transaction that holds the key's
+        lock and has checked that `adding` more tasks stay within its cap."""
+        if submitter.max_pending is None or submitter.key_id is None:
+            yield self._db
+            return
+        async with self._db.transaction() as tx:
+            await tx.fetch_one("key_pending_lock", {"key_id": submitter.key_id})
+            row = await tx.fetch_one(
+                "key_pending_count",
+                {"key_id": submitter.key_id, "max_pending": submitter.max_pending},
+            )
+            waiting = int(row["pending"]) if row else 0
+            if waiting + adding > submitter.max_pending:
+                raise PendingCapReached(
+                    f"this API key has {waiting} waiting tasks and may have at most "
+                    f"{submitter.max_pending}; submit again once some have started"
+                )
+            yield tx
+
     async def task_insert(
         self,
         request: SubmitTaskRequest,
         idempotency_key: str | None = None,
-        scope: str | None = None,
+        submitter: Submitter = ANYONE,
     ) -> Submitted:
         """Store a task; with an idempotency key, a repeat within the same scope (API key)
         returns the earlier task. Scopes never contain ':', so 'scope:key' is unambiguous."""
         self._check_payload(request)
-        if idempotency_key is not None and scope is not None:
-            idempotency_key = f"{scope}:{idempotency_key}"
+        if idempotency_key is not None and submitter.scope is not None:
+            idempotency_key = f"{submitter.scope}:{idempotency_key}"
         digest = request_digest(request) if idempotency_key is not None else None
-        row = await self._db.fetch_one(
-            "task_insert",
-            {
-                "task_id": new_task_id(),
-                "task_type": request.task_type,
-                "payload": request.payload,
-                "priority": request.priority,
-                "run_at": request.schedule_at,
-                "timeout_seconds": request.timeout_seconds,
-                "max_retries": request.max_retries,
-                "idempotency_key": idempotency_key,
-                "request_digest": digest,
-            },
-        )
+        params = {
+            "task_id": new_task_id(),
+            "task_type": request.task_type,
+            "payload": request.payload,
+            "priority": request.priority,
+            "run_at": request.schedule_at,
+            "timeout_seconds": request.timeout_seconds,
+            "max_retries": request.max_retries,
+            "idempotency_key": idempotency_key,
+            "request_digest": digest,
+            "key_id": submitter.key_id if submitter.max_pending is not None else None,
+        }
+        try:
+            async with self._within_cap(submitter, 1) as db:
+                row = await db.fetch_one("task_insert", params)
+        except PendingCapReached:
+            if idempotency_key is None:
+                raise
+            row = None  # a repeat of a submit that was stored is answered as before
         if row is not None:
             await self._events.publish_rows([row])
             return Submitted(SubmitTaskResponse(task_id=row["task_id"], status=row["status"]), True)
         earlier = await self._db.fetch_one(
             "task_get_by_idempotency_key", {"idempotency_key": idempotency_key}
         )
+        if earlier is None and submitter.max_pending is not None:
+            raise PendingCapReached(f"this API key may have at most {submitter.max_pending}")
         if earlier is None:  # the earlier task was deleted between the two statements
             raise Conflict("idempotency key was just used by a task that no longer exists")
         if bytes(earlier["request_digest"]) != digest:
@@ -106,22 +153,26 @@ class TaskStore:
             SubmitTaskResponse(task_id=earlier["task_id"], status=earlier["status"]), False
         )
 
-    async def task_insert_many(self, requests: list[SubmitTaskRequest]) -> list[SubmitTaskResponse]:
+    async def task_insert_many(
+        self, requests: list[SubmitTaskRequest], submitter: Submitter = ANYONE
+    ) -> list[SubmitTaskResponse]:
         for request in requests:
             self._check_payload(request)
         ids = [new_task_id() for _ in requests]
-        rows = await self._db.fetch_all(
-            "task_insert_many",
-            {
-                "task_ids": ids,
-                "task_types": [r.task_type for r in requests],
-                "payloads": [r.payload for r in requests],
-                "priorities": [r.priority for r in requests],
-                "run_ats": [r.schedule_at for r in requests],
-                "timeouts": [r.timeout_seconds for r in requests],
-                "max_retries": [r.max_retries for r in requests],
-            },
-        )
+        async with self._within_cap(submitter, len(requests)) as db:
+            rows = await db.fetch_all(
+                "task_insert_many",
+                {
+                    "task_ids": ids,
+                    "task_types": [r.task_type for r in requests],
+                    "payloads": [r.payload for r in requests],
+                    "priorities": [r.priority for r in requests],
+                    "run_ats": [r.schedule_at for r in requests],
+                    "timeouts": [r.timeout_seconds for r in requests],
+                    "max_retries": [r.max_retries for r in requests],
+                    "key_id": submitter.key_id if submitter.max_pending is not None else None,
+                },
+            )
         await self._events.publish_rows(rows)
         return [SubmitTaskResponse(task_id=i, status=TaskStatus.PENDING) for i in ids]
 

@@ -165,7 +165,11 @@ def queue_depth_call(task_types: Iterable[str]) -> Call[QueueDepth]:
 
 
 def create_key_call(
-    name: str, permissions: Sequence[str], rate_limit: float | None, burst: int | None
+    name: str,
+    permissions: Sequence[str],
+    rate_limit: float | None,
+    burst: int | None,
+    max_pending: int | None = None,
 ) -> Call[CreatedKey]:
     body = _build(
         CreateKeyRequest,
@@ -173,6 +177,7 @@ def create_key_call(
         permissions=list(permissions),
         rate_limit=rate_limit,
         burst=burst,
+        max_pending=max_pending,
     )
     return Call("POST", "/api/v1/keys", _model(CreatedKey), frozenset({201}), body=body)
 

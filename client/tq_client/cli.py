@@ -163,7 +163,9 @@ def cmd_requeue(client: TaskQueueClient, args: argparse.Namespace) -> Shown:
 
 
 def cmd_keys_create(client: TaskQueueClient, args: argparse.Namespace) -> Shown:
-    key = client.create_key(args.name, args.permission, args.rate_limit, args.burst)
+    key = client.create_key(
+        args.name, args.permission, args.rate_limit, args.burst, args.max_pending
+    )
     return Shown(key, render.created_key_text(key), notice=KEY_WARNING)
 
 
@@ -285,6 +287,9 @@ def _keys_commands(
     )
     create.add_argument("--rate-limit", type=float, help="requests per second")
     create.add_argument("--burst", type=int, help="bucket size, in requests")
+    create.add_argument(
+        "--max-pending", type=int, help="most waiting tasks the key may have (default: no cap)"
+    )
     listing = actions.add_parser(
         "list", help="list keys (never secrets)", parents=[connection, output]
     )

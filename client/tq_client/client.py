@@ -180,9 +180,10 @@ class TaskQueueClient:
         permissions: Sequence[str],
         rate_limit: float | None = None,
         burst: int | None = None,
+        max_pending: int | None = None,
     ) -> CreatedKey:
         """Create an API key (admin); the answer's `key` is the only copy of the secret."""
-        return self._send(create_key_call(name, permissions, rate_limit, burst))
+        return self._send(create_key_call(name, permissions, rate_limit, burst, max_pending))
 
     def list_keys(self) -> Keys:
         return self._send(LIST_KEYS)
@@ -285,8 +286,9 @@ class AsyncTaskQueueClient:
         permissions: Sequence[str],
         rate_limit: float | None = None,
         burst: int | None = None,
+        max_pending: int | None = None,
     ) -> CreatedKey:
-        return await self._send(create_key_call(name, permissions, rate_limit, burst))
+        return await self._send(create_key_call(name, permissions, rate_limit, burst, max_pending))
 
     async def list_keys(self) -> Keys:
         return await self._send(LIST_KEYS)

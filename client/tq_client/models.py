@@ -208,6 +208,8 @@ class CreateKeyRequest(RequestModel):
     permissions: Annotated[list[PermissionName], Field(min_length=1, max_length=5)]
     rate_limit: Annotated[StrictFloat | StrictInt, Field(gt=0, le=1_000_000)] | None = None
     burst: Annotated[StrictInt, Field(ge=1, le=10_000_000)] | None = None
+    # Waiting tasks (pending, or failed awaiting a retry) the key may have; past it, 429.
+    max_pending: Annotated[StrictInt, Field(ge=1, le=1_000_000_000)] | None = None
 
 
 class KeyInfo(WireModel):
@@ -219,6 +221,7 @@ class KeyInfo(WireModel):
     permissions: list[str]
     rate_limit: float | None
     burst: int | None
+    max_pending: int | None = None
     created_at: datetime
     last_used_at: datetime | None
     revoked_at: datetime | None

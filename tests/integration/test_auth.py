@@ -491,3 +491,44 @@ def test_the_worker_and_operator_bootstrap_keys_have_only_their_permission(
         assert api.get("/api/v1/keys", headers=operator).status_code == 403
     with pytest.raises(ValueError, match="at least 32 characters"):
         BrokerSettings(database_url=database_url, worker_api_key="short")
+
+
+def test_a_key_with_a_pending_cap_gets_429_once_it_has_that_many_waiting_tasks(
+    secured: TestClient, db: psycopg.Connection[dict[str, Any]]
+) -> None:
+    created = create_key(secured, "capped", ["submit_tasks"], max_pending=3)
+    assert created["max_pending"] == 3
+    capped = bearer(created["key"])
+    first = secured.post(
+        "/api/v1/tasks", json={"task_type": "noop"}, headers={**capped, "Idempotency-Key": "c-1"}
+    )
+    assert first.status_code == 201
+    for _ in range(2):
+        assert (
+            secured.post("/api/v1/tasks", json={"task_type": "noop"}, headers=capped).status_code
+            == 201
+        )
+    refused = secured.post("/api/v1/tasks", json={"task_type": "noop"}, headers=capped)
+    assert refused.status_code == 429
+    assert "at most 3" in refused.json()["error"]
+    batch = {"tasks": [{"task_type": "noop"}]}
+    assert secured.post("/api/v1/tasks/batch", json=batch, headers=capped).status_code == 429
+    repeat = secured.post(
+        "/api/v1/tasks", json={"task_type": "noop"}, headers={**capped, "Idempotency-Key": "c-1"}
+    )
+    assert (repeat.status_code, repeat.json()["task_id"]) == (200, first.json()["task_id"])
+    assert db.execute("SELECT count(*) AS n FROM tq_tasks").fetchone() == {"n": 3}
+    # One starts: room for one more. Other keys were never capped.
+    admin = bearer(ADMIN)
+    worker = {"worker_id": WORKER_ID, "task_types": ["noop"], "concurrency": 1}
+    assert secured.post("/api/v1/workers", json=worker, headers=admin).status_code == 201
+    claim = secured.post("/api/v1/tasks/claim", json={"worker_id": WORKER_ID}, headers=admin)
+    assert len(claim.json()["tasks"]) == 1
+    assert (
+        secured.post("/api/v1/tasks", json={"task_type": "noop"}, headers=capped).status_code == 201
+    )
+    assert (
+        secured.post("/api/v1/tasks", json={"task_type": "noop"}, headers=capped).status_code == 429
+    )
+    many = {"tasks": [{"task_type": "noop"} for _ in range(10)]}
+    assert secured.post("/api/v1/tasks/batch", json=many, headers=admin).status_code == 201

@@ -24,6 +24,7 @@ from tq_broker.errors import (
     PayloadTooLarge,
     StoreUnavailable,
 )
+from tq_broker.store import PendingCapReached
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,7 @@ STATUS_BY_ERROR: dict[type[BrokerError], int] = {
     Forbidden: 403,
     RateLimited: 429,
     TooManyStreams: 429,
+    PendingCapReached: 429,
     NotFound: 404,
     Conflict: 409,
     PayloadTooLarge: 413,

@@ -36,6 +36,7 @@ async def create_key(body: CreateKeyRequest, request: Request) -> Response:
         [Permission(p) for p in dict.fromkeys(body.permissions)],
         float(body.rate_limit) if body.rate_limit is not None else None,
         body.burst,
+        body.max_pending,
     )
     created = CreatedKey.model_validate({**row, "key": secret})
     return json_response(created, 201)

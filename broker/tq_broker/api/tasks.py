@@ -14,7 +14,7 @@ from tq_broker.api.errors import ERROR_RESPONSES
 from tq_broker.api.parsing import OffLoopJsonRoute
 from tq_broker.api.responses import json_response
 from tq_broker.api.security import requires
-from tq_broker.auth import Authenticator, Principal, idempotency_scope
+from tq_broker.auth import Authenticator, Principal, submitter_of
 from tq_broker.errors import InvalidRequest
 from tq_broker.keys import Permission
 from tq_client.models import (
@@ -54,7 +54,7 @@ async def submit_task(
     if idempotency_key is not None and not IDEMPOTENCY_KEY_PATTERN.match(idempotency_key):
         raise InvalidRequest("Idempotency-Key: 1-255 printable ASCII characters without spaces")
     principal: Principal | None = getattr(request.state, "principal", None)
-    submitted = await store.task_insert(body, idempotency_key, idempotency_scope(principal))
+    submitted = await store.task_insert(body, idempotency_key, submitter_of(principal))
     return json_response(submitted.task, 201 if submitted.created else 200)
 
 
@@ -72,7 +72,7 @@ async def submit_batch(body: SubmitBatchRequest, store: StoreDep, request: Reque
     if principal is not None:
         auth: Authenticator = request.app.state.authenticator
         request.state.rate_limit = await auth.admit(principal, cost=len(body.tasks))
-    tasks = await store.task_insert_many(list(body.tasks))
+    tasks = await store.task_insert_many(list(body.tasks), submitter_of(principal))
     return json_response(SubmitBatchResponse(tasks=tasks), 201)
 
 

@@ -32,7 +32,7 @@ from tq_broker.auth import (
     StreamKey,
     TooManyStreams,
     Unauthenticated,
-    idempotency_scope,
+    submitter_of,
 )
 from tq_broker.errors import (
     BrokerError,
@@ -47,7 +47,7 @@ from tq_broker.keys import Permission
 from tq_broker.rpc import convert
 from tq_broker.rpc import taskqueue_pb2 as pb
 from tq_broker.rpc.taskqueue_pb2_grpc import TaskQueueServicer
-from tq_broker.store import TaskStore
+from tq_broker.store import PendingCapReached, TaskStore
 from tq_client.models import TERMINAL_STATUSES, TaskDetail
 
 log = logging.getLogger(__name__)
@@ -60,6 +60,7 @@ CODE_BY_ERROR: dict[type[BrokerError], grpc.StatusCode] = {
     Forbidden: grpc.StatusCode.PERMISSION_DENIED,
     RateLimited: grpc.StatusCode.RESOURCE_EXHAUSTED,
     TooManyStreams: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    PendingCapReached: grpc.StatusCode.RESOURCE_EXHAUSTED,
     NotFound: grpc.StatusCode.NOT_FOUND,
     Conflict: grpc.StatusCode.FAILED_PRECONDITION,
     PayloadTooLarge: grpc.StatusCode.RESOURCE_EXHAUSTED,
@@ -167,7 +168,7 @@ class TaskQueueService(TaskQueueServicer):
             if key is not None and not IDEMPOTENCY_KEY_PATTERN.match(key):
                 raise InvalidRequest("idempotency-key: 1-255 printable ASCII without spaces")
             submitted = await self._store.task_insert(
-                convert.submit_request(request), key, idempotency_scope(call.principal)
+                convert.submit_request(request), key, submitter_of(call.principal)
             )
             return pb.SubmitTaskResponse(
                 task_id=str(submitted.task.task_id), status=submitted.task.status.value

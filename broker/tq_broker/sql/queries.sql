@@ -4,11 +4,24 @@
 -- task_insert --
 -- Store one task; with an idempotency key, a repeat inserts nothing and returns no row.
 INSERT INTO tq_tasks (task_id, task_type, payload, priority, run_at, timeout_seconds,
-                      max_retries, idempotency_key, request_digest)
+                      max_retries, idempotency_key, request_digest, key_id)
 VALUES (%(task_id)s, %(task_type)s, %(payload)s, %(priority)s, COALESCE(%(run_at)s, now()),
-        %(timeout_seconds)s, %(max_retries)s, %(idempotency_key)s, %(request_digest)s)
+        %(timeout_seconds)s, %(max_retries)s, %(idempotency_key)s, %(request_digest)s,
+        %(key_id)s)
 ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 RETURNING task_id, task_type, status, updated_at;
+
+-- key_pending_lock --
+-- Serialise submits of one capped key for the rest of the transaction.
+SELECT pg_advisory_xact_lock(746120, hashtext(%(key_id)s::text)) IS NULL AS locked;
+
+-- key_pending_count --
+-- A capped key's waiting tasks, counted no further than its cap.
+SELECT count(*) AS pending FROM (
+    SELECT 1 FROM tq_tasks
+    WHERE key_id = %(key_id)s AND status IN ('pending', 'failed')
+    LIMIT %(max_pending)s
+) AS waiting;
 
 -- task_get_by_idempotency_key --
 -- The task an earlier submit with this key created, with the digest of that request.
@@ -16,9 +29,10 @@ SELECT task_id, status, request_digest FROM tq_tasks WHERE idempotency_key = %(i
 
 -- task_insert_many --
 -- Store a batch in one statement; the caller's transaction makes it all-or-nothing.
-INSERT INTO tq_tasks (task_id, task_type, payload, priority, run_at, timeout_seconds, max_retries)
+INSERT INTO tq_tasks (task_id, task_type, payload, priority, run_at, timeout_seconds, max_retries,
+                      key_id)
 SELECT b.task_id, b.task_type, b.payload, b.priority, COALESCE(b.run_at, now()),
-       b.timeout_seconds, b.max_retries
+       b.timeout_seconds, b.max_retries, %(key_id)s::uuid
 FROM unnest(%(task_ids)s::uuid[], %(task_types)s::text[], %(payloads)s::bytea[],
             %(priorities)s::smallint[], %(run_ats)s::timestamptz[], %(timeouts)s::integer[],
             %(max_retries)s::integer[])
@@ -339,26 +353,27 @@ WHERE status = 'offline' AND last_heartbeat < now() - %(retention_seconds)s * in
 
 -- key_insert --
 -- Store a new API key: only the hash of its secret.
-INSERT INTO tq_api_keys (key_id, name, prefix, secret_hash, permissions, rate_limit, burst)
+INSERT INTO tq_api_keys (key_id, name, prefix, secret_hash, permissions, rate_limit, burst,
+                         max_pending)
 VALUES (%(key_id)s, %(name)s, %(prefix)s, %(secret_hash)s, %(permissions)s, %(rate_limit)s,
-        %(burst)s)
-RETURNING key_id, name, prefix, permissions, rate_limit, burst, created_at, last_used_at,
-          revoked_at;
+        %(burst)s, %(max_pending)s)
+RETURNING key_id, name, prefix, permissions, rate_limit, burst, max_pending, created_at,
+          last_used_at, revoked_at;
 
 -- key_list --
 -- Every key, newest first; never the hash.
-SELECT key_id, name, prefix, permissions, rate_limit, burst, created_at, last_used_at,
-       revoked_at
+SELECT key_id, name, prefix, permissions, rate_limit, burst, max_pending, created_at,
+       last_used_at, revoked_at
 FROM tq_api_keys ORDER BY created_at DESC, key_id;
 
 -- key_get_by_hash --
 -- The key a presented secret hashes to, if it is not revoked.
-SELECT key_id, name, permissions, rate_limit, burst, secret_hash
+SELECT key_id, name, permissions, rate_limit, burst, max_pending, secret_hash
 FROM tq_api_keys WHERE secret_hash = %(secret_hash)s AND revoked_at IS NULL;
 
 -- key_get_by_id --
 -- A key by id, if it is not revoked (streams re-check their key with this).
-SELECT key_id, name, permissions, rate_limit, burst, secret_hash
+SELECT key_id, name, permissions, rate_limit, burst, max_pending, secret_hash
 FROM tq_api_keys WHERE key_id = %(key_id)s AND revoked_at IS NULL;
 
 -- ws_ticket_insert --
@@ -376,7 +391,8 @@ WITH redeemed AS (
     DELETE FROM tq_ws_tickets WHERE ticket_hash = %(ticket_hash)s AND expires_at > now()
     RETURNING key_id, bootstrap
 )
-SELECT r.bootstrap, k.key_id, k.name, k.permissions, k.rate_limit, k.burst, k.secret_hash
+SELECT r.bootstrap, k.key_id, k.name, k.permissions, k.rate_limit, k.burst, k.max_pending,
+       k.secret_hash
 FROM redeemed AS r
 LEFT JOIN tq_api_keys AS k ON k.key_id = r.key_id AND k.revoked_at IS NULL;
 

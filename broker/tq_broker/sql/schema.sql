@@ -28,7 +28,8 @@ CREATE TABLE tq_tasks (
     created_at       timestamptz NOT NULL DEFAULT now(),
     updated_at       timestamptz NOT NULL DEFAULT now(),
     idempotency_key  text,
-    request_digest   bytea
+    request_digest   bytea,
+    key_id           uuid  -- only for a key with a pending cap
 ) WITH (fillfactor = 80, autovacuum_vacuum_scale_factor = 0.02, autovacuum_analyze_scale_factor = 0.05);
 
 CREATE INDEX tq_tasks_ready_idx ON tq_tasks (priority DESC, run_at) WHERE status IN ('pending', 'failed');
@@ -37,6 +38,8 @@ CREATE INDEX tq_tasks_leased_idx ON tq_tasks (lease_expires_at) WHERE status = '
 CREATE INDEX tq_tasks_finished_idx ON tq_tasks (finished_at) WHERE finished_at IS NOT NULL;
 CREATE UNIQUE INDEX tq_tasks_idempotency_key_idx ON tq_tasks (idempotency_key)
     WHERE idempotency_key IS NOT NULL;
+CREATE INDEX tq_tasks_capped_key_idx ON tq_tasks (key_id)
+    WHERE key_id IS NOT NULL AND status IN ('pending', 'failed');
 
 CREATE TABLE tq_workers (
     worker_id         text             PRIMARY KEY,
@@ -75,7 +78,8 @@ CREATE TABLE tq_api_keys (
     burst        integer     CHECK (burst >= 1),
     created_at   timestamptz NOT NULL DEFAULT now(),
     last_used_at timestamptz,
-    revoked_at   timestamptz
+    revoked_at   timestamptz,
+    max_pending  integer     CHECK (max_pending >= 1)
 );
 
 CREATE TABLE tq_rate_buckets (
