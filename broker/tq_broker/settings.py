@@ -115,7 +115,10 @@ class BrokerSettings(BaseSettings):
     )
     claim_wait_max_seconds: float = Field(20.0, ge=0, description="Longest claim long-poll.")
     claim_poll_interval_seconds: float = Field(
-        1.0, gt=0, description="Fallback re-check of a waiting claim when no NOTIFY arrives."
+        1.0,
+        gt=0,
+        description="How often a replica checks, for all its waiting claims at once, which of "
+        "their task types became ready by time (a retry's backoff, a future run_at).",
     )
     backoff_base_seconds: float = Field(1.0, ge=0, description="First retry's backoff.")
     backoff_cap_seconds: float = Field(300.0, ge=0, description="Longest retry backoff.")
