@@ -17,11 +17,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+import psycopg
+
 from .harness import WORKER_DRAIN_SECONDS
 
 DRAIN_BURST_TASKS = 240  # 72 slot-seconds of work for 16 slots: a backlog of several seconds
+PREFETCH_WAIT_SECONDS = 10.0
 
 if TYPE_CHECKING:
+    from ..processes import WorkerProcess
     from .harness import ChaosCluster
 
 
@@ -56,16 +60,35 @@ def _drain_worker(c: ChaosCluster) -> str:
     """A rolling update during a backlog: the worker holds claimed, unstarted tasks (its
     prefetch) when it gets SIGTERM, and must hand them back rather than sit on them."""
     worker = random.choice(c.workers)
+    worker.signal(signal.SIGCONT)  # a paused worker would never see the SIGTERM
     if c.clients is not None:
         c.clients.burst(DRAIN_BURST_TASKS)
-    worker.signal(signal.SIGCONT)  # a paused worker would never see the SIGTERM
+    holding = _wait_until_prefetched(c, worker)
     worker.signal(signal.SIGTERM)
     c.draining_workers.append(worker)
     c.graceful_stops.append((worker.pid, time.time()))
     return (
-        f"SIGTERM worker {worker.name} (pid {worker.pid}) after a burst of "
-        f"{DRAIN_BURST_TASKS} tasks: drain, hand back what it holds"
+        f"SIGTERM worker {worker.name} (pid {worker.pid}) holding {holding} tasks after a burst "
+        f"of {DRAIN_BURST_TASKS}: drain, hand back what it has not started"
     )
+
+
+def _wait_until_prefetched(c: ChaosCluster, worker: WorkerProcess) -> int:
+    """Until the worker holds more tasks than it runs at once (so some are unstarted), at most
+    PREFETCH_WAIT_SECONDS: a worker restarted by the step before may still be registering."""
+    deadline = time.monotonic() + PREFETCH_WAIT_SECONDS
+    held = 0
+    while time.monotonic() < deadline:
+        with psycopg.connect(c.conninfo, autocommit=True) as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM tq_tasks WHERE status = 'in_progress' AND worker_id LIKE %s",
+                (f"%-{worker.pid}-%",),
+            ).fetchone()
+        held = int(row[0]) if row else 0
+        if held > worker.concurrency:
+            break
+        time.sleep(0.05)
+    return held
 
 
 def _stop_worker(c: ChaosCluster) -> str:
