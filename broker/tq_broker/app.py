@@ -195,7 +195,7 @@ def create_app(settings: BrokerSettings) -> FastAPI:
             on_connect=[notifier.wake_all],  # anything may have happened while not listening
         )
         hub.listening = listener.listening
-        app.state.store = TaskStore(connector, settings.max_payload_bytes, events)
+        app.state.store = TaskStore(connector, events, settings.max_payload_bytes)
         app.state.worker_store = WorkerStore(connector, lease_config(settings), events)
         app.state.heartbeat_budget = HeartbeatBudget(
             settings.lease_ttl_seconds,

@@ -17,6 +17,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from tq_broker.http_protocol import BODY_TIMEOUT_SECONDS_DEFAULT, HEADER_TIMEOUT_SECONDS_DEFAULT
 from tq_broker.metrics import TASK_TYPES_MAX_DEFAULT
 from tq_broker.ratelimit import BURST_DEFAULT, HEARTBEAT_BURST_DEFAULT, RATE_DEFAULT
+from tq_broker.retry_policy import BACKOFF_BASE_SECONDS_DEFAULT, BACKOFF_CAP_SECONDS_DEFAULT
 from tq_broker.store import PAYLOAD_LIMIT_BYTES_DEFAULT
 
 BOOTSTRAP_KEY_MIN_LENGTH = 32  # guessing it must be hopeless
@@ -120,8 +121,12 @@ class BrokerSettings(BaseSettings):
         description="How often a replica checks, for all its waiting claims at once, which of "
         "their task types became ready by time (a retry's backoff, a future run_at).",
     )
-    backoff_base_seconds: float = Field(1.0, ge=0, description="First retry's backoff.")
-    backoff_cap_seconds: float = Field(300.0, ge=0, description="Longest retry backoff.")
+    backoff_base_seconds: float = Field(
+        BACKOFF_BASE_SECONDS_DEFAULT, ge=0, description="First retry's backoff."
+    )
+    backoff_cap_seconds: float = Field(
+        BACKOFF_CAP_SECONDS_DEFAULT, ge=0, description="Longest retry backoff."
+    )
     deadline_grace_seconds: float = Field(
         30.0, ge=0, description="Added to timeout_seconds before the hard deadline rescues."
     )

@@ -71,12 +71,12 @@ class TaskStore:
     def __init__(
         self,
         connector: Connector,
+        events: EventPublisher,
         max_payload_bytes: int = PAYLOAD_LIMIT_BYTES_DEFAULT,
-        events: EventPublisher | None = None,
     ) -> None:
         self._db = connector
         self._max_payload_bytes = max_payload_bytes
-        self._events = events or EventPublisher(connector)
+        self._events = events  # the replica's one publisher: every change passes through it
 
     def _check_payload(self, request: SubmitTaskRequest) -> None:
         if len(request.payload) > self._max_payload_bytes:

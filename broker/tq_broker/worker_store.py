@@ -19,6 +19,7 @@ from tq_broker.connector import Connector
 from tq_broker.errors import Conflict, InvalidRequest, NotFound, PayloadTooLarge
 from tq_broker.events import EventPublisher
 from tq_broker.notifier import TaskReadyNotifier
+from tq_broker.retry_policy import BACKOFF_BASE_SECONDS_DEFAULT, BACKOFF_CAP_SECONDS_DEFAULT
 from tq_broker.store import PAYLOAD_LIMIT_BYTES_DEFAULT
 from tq_client.protocol import (
     ClaimedTask,
@@ -50,8 +51,8 @@ ANY_CALLER = Caller()
 @dataclass(frozen=True)
 class LeaseConfig:
     lease_ttl_seconds: float = 30.0
-    backoff_base_seconds: float = 1.0
-    backoff_cap_seconds: float = 300.0
+    backoff_base_seconds: float = BACKOFF_BASE_SECONDS_DEFAULT
+    backoff_cap_seconds: float = BACKOFF_CAP_SECONDS_DEFAULT
     claim_poll_interval_seconds: float = 1.0  # fallback when no notification arrives
     max_result_bytes: int = PAYLOAD_LIMIT_BYTES_DEFAULT
 
@@ -78,12 +79,10 @@ class Completed:
 
 
 class WorkerStore:
-    def __init__(
-        self, connector: Connector, config: LeaseConfig, events: EventPublisher | None = None
-    ) -> None:
+    def __init__(self, connector: Connector, config: LeaseConfig, events: EventPublisher) -> None:
         self._db = connector
         self.config = config
-        self._events = events or EventPublisher(connector)
+        self._events = events
 
     async def worker_register(
         self, request: RegisterWorkerRequest, caller: Caller = ANY_CALLER

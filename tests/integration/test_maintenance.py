@@ -12,6 +12,7 @@ import psycopg
 import pytest
 
 from tq_broker.connector import Connector, ConnectorConfig
+from tq_broker.events import EventPublisher
 from tq_broker.leader import AdvisoryLockElector
 from tq_broker.maintenance.cleaner import Cleaner, CleanerConfig
 from tq_broker.maintenance.reaper import Reaper, ReaperConfig
@@ -66,7 +67,7 @@ async def test_rescuer_fails_expired_leases_and_leaves_live_ones(
     expired = add_leased_task(db, lease_left="-1 second")
     live = add_leased_task(db, lease_left="30 seconds")
     last_try = add_leased_task(db, lease_left="-1 second", retry_count=3, max_retries=3)
-    result = await Rescuer(connector, RescuerConfig()).run_once()
+    result = await Rescuer(connector, RescuerConfig(), EventPublisher(connector)).run_once()
     assert (result.retried, result.dead_lettered) == (1, 1)
     assert status_of(db, expired)["status"] == "failed"
     assert status_of(db, expired)["retry_count"] == 1
@@ -81,7 +82,9 @@ async def test_rescuer_catches_a_heartbeating_task_past_its_hard_deadline(
 ) -> None:
     hung = add_leased_task(db, lease_left="30 seconds", claimed_ago="100 seconds", timeout=60)
     within = add_leased_task(db, lease_left="30 seconds", claimed_ago="70 seconds", timeout=60)
-    result = await Rescuer(connector, RescuerConfig(deadline_grace_seconds=30)).run_once()
+    result = await Rescuer(
+        connector, RescuerConfig(deadline_grace_seconds=30), EventPublisher(connector)
+    ).run_once()
     assert result.retried == 1
     assert "deadline exceeded" in status_of(db, hung)["error"]
     assert status_of(db, within)["status"] == "in_progress"
@@ -91,7 +94,10 @@ async def test_two_leaders_rescuing_at_once_rescue_each_task_once(
     connector: Connector, db: psycopg.Connection[dict[str, Any]]
 ) -> None:
     ids = [add_leased_task(db, lease_left="-1 second") for _ in range(300)]
-    rescuers = [Rescuer(connector, RescuerConfig(batch_size=50)) for _ in range(2)]
+    rescuers = [
+        Rescuer(connector, RescuerConfig(batch_size=50), EventPublisher(connector))
+        for _ in range(2)
+    ]
     results = await asyncio.gather(*(r.run_once() for r in rescuers))
     assert sum(r.retried for r in results) == 300
     counts = db.execute("SELECT retry_count, count(*) AS n FROM tq_tasks GROUP BY 1").fetchall()
@@ -106,7 +112,7 @@ async def test_rescuer_does_not_touch_a_task_completed_meanwhile(
         "UPDATE tq_tasks SET status = 'completed', lease_token = NULL WHERE task_id = %s",
         (task_id,),
     )
-    result = await Rescuer(connector, RescuerConfig()).run_once()
+    result = await Rescuer(connector, RescuerConfig(), EventPublisher(connector)).run_once()
     assert (result.retried, result.dead_lettered) == (0, 0)
     assert status_of(db, task_id)["status"] == "completed"
 
@@ -232,7 +238,7 @@ async def test_a_sweep_that_raises_on_its_first_run_still_rescues_on_its_second(
     connector: Connector, db: psycopg.Connection[dict[str, Any]], caplog: pytest.LogCaptureFixture
 ) -> None:
     expired = add_leased_task(db, lease_left="-1 second")
-    sweep = FailsOnFirstRun(Rescuer(connector, RescuerConfig()))
+    sweep = FailsOnFirstRun(Rescuer(connector, RescuerConfig(), EventPublisher(connector)))
     runner = ServiceRunner(
         [Schedule(sweep, 0.05, leader_only=True)],
         is_leader=lambda: True,

@@ -39,6 +39,7 @@ from psycopg.rows import dict_row
 from tests.model.clock import Limits
 from tq_broker.app import create_app
 from tq_broker.connector import Connector, ConnectorConfig
+from tq_broker.events import EventPublisher
 from tq_broker.maintenance.cleaner import Cleaner, CleanerConfig, CleanResult
 from tq_broker.maintenance.reaper import Reaper, ReaperConfig, ReapResult
 from tq_broker.maintenance.rescuer import Rescuer, RescuerConfig, RescueResult
@@ -97,6 +98,7 @@ class Sweeps:
                 backoff_base_seconds=limits.backoff_base_seconds,
                 backoff_cap_seconds=limits.backoff_cap_seconds,
             ),
+            EventPublisher(connector),
         )
         self._reaper = Reaper(connector, ReaperConfig(silent_seconds=limits.worker_silent_seconds))
         self._cleaner = Cleaner(

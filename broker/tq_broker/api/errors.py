@@ -15,31 +15,13 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from tq_broker.api.security import rate_limit_headers
-from tq_broker.auth import Forbidden, RateLimited, TooManyStreams, Unauthenticated
+from tq_broker.auth import RateLimited, Unauthenticated
+from tq_broker.error_codes import codes_of
 from tq_broker.errors import (
     BrokerError,
-    Conflict,
-    InvalidRequest,
-    NotFound,
-    PayloadTooLarge,
-    StoreUnavailable,
 )
-from tq_broker.store import PendingCapReached
 
 log = logging.getLogger(__name__)
-
-STATUS_BY_ERROR: dict[type[BrokerError], int] = {
-    InvalidRequest: 400,
-    Unauthenticated: 401,
-    Forbidden: 403,
-    RateLimited: 429,
-    TooManyStreams: 429,
-    PendingCapReached: 429,
-    NotFound: 404,
-    Conflict: 409,
-    PayloadTooLarge: 413,
-    StoreUnavailable: 503,
-}
 
 ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
     code: {
@@ -104,7 +86,7 @@ def allowed_methods(request: Request) -> list[str]:
 
 def install_error_handlers(app: FastAPI) -> None:
     async def on_broker_error(request: Request, exc: Exception) -> JSONResponse:
-        status = next((code for cls, code in STATUS_BY_ERROR.items() if isinstance(exc, cls)), 500)
+        status, _ = codes_of(exc)
         headers: dict[str, str] | None = None
         if status == 503:
             headers = {"Retry-After": "1"}

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from tq_broker.connector import Connector
 from tq_broker.events import EventPublisher
+from tq_broker.retry_policy import BACKOFF_BASE_SECONDS_DEFAULT, BACKOFF_CAP_SECONDS_DEFAULT
 
 BATCH_SIZE_DEFAULT = 500
 DEADLINE_GRACE_SECONDS_DEFAULT = 30.0
@@ -22,8 +23,8 @@ class RescuerConfig:
     # Added to a task's timeout_seconds before the hard deadline catches it: room for the
     # worker's own timeout to fire and its failure report to arrive first.
     deadline_grace_seconds: float = DEADLINE_GRACE_SECONDS_DEFAULT
-    backoff_base_seconds: float = 1.0
-    backoff_cap_seconds: float = 300.0
+    backoff_base_seconds: float = BACKOFF_BASE_SECONDS_DEFAULT
+    backoff_cap_seconds: float = BACKOFF_CAP_SECONDS_DEFAULT
     batch_size: int = BATCH_SIZE_DEFAULT
 
 
@@ -36,12 +37,10 @@ class RescueResult:
 class Rescuer:
     name = "rescuer"
 
-    def __init__(
-        self, connector: Connector, config: RescuerConfig, events: EventPublisher | None = None
-    ) -> None:
+    def __init__(self, connector: Connector, config: RescuerConfig, events: EventPublisher) -> None:
         self._db = connector
         self.config = config
-        self._events = events or EventPublisher(connector)
+        self._events = events
 
     async def run_once(self) -> RescueResult:
         retried = dead = 0

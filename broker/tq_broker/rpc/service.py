@@ -2,7 +2,7 @@
 
 Each rpc runs inside `_Call`, which authenticates (metadata `authorization: Bearer <key>`),
 checks the permission, spends a rate-limit token, and maps the broker's exceptions to gRPC
-status codes through `CODE_BY_ERROR`, the gRPC twin of REST's status table.
+status codes through `error_codes.ERROR_CODES`, the table REST answers from too.
 
 The one thing not to break: nothing here decides what REST would decide differently. Inputs go
 through `convert` into the REST models, state changes through `TaskStore`; a stream is the
@@ -30,16 +30,12 @@ from tq_broker.auth import (
     Principal,
     RateLimited,
     StreamKey,
-    TooManyStreams,
-    Unauthenticated,
     submitter_of,
 )
+from tq_broker.error_codes import codes_of
 from tq_broker.errors import (
     BrokerError,
-    Conflict,
     InvalidRequest,
-    NotFound,
-    PayloadTooLarge,
     StoreUnavailable,
 )
 from tq_broker.events import EventHub, Subscription, TaskEvent
@@ -47,25 +43,13 @@ from tq_broker.keys import Permission
 from tq_broker.rpc import convert
 from tq_broker.rpc import taskqueue_pb2 as pb
 from tq_broker.rpc.taskqueue_pb2_grpc import TaskQueueServicer
-from tq_broker.store import PendingCapReached, TaskStore
+from tq_broker.store import TaskStore
 from tq_client.models import TERMINAL_STATUSES, TaskDetail
 
 log = logging.getLogger(__name__)
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
-CODE_BY_ERROR: dict[type[BrokerError], grpc.StatusCode] = {
-    InvalidRequest: grpc.StatusCode.INVALID_ARGUMENT,
-    Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
-    Forbidden: grpc.StatusCode.PERMISSION_DENIED,
-    RateLimited: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    TooManyStreams: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    PendingCapReached: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    NotFound: grpc.StatusCode.NOT_FOUND,
-    Conflict: grpc.StatusCode.FAILED_PRECONDITION,
-    PayloadTooLarge: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    StoreUnavailable: grpc.StatusCode.UNAVAILABLE,
-}
 # A one-task stream re-reads its task this often, covering events dropped by a NOTIFY that
 # failed (or sent before the stream was live).
 RECHECK_SECONDS = 5.0
@@ -85,9 +69,7 @@ def metadata(context: Context, key: str) -> str | None:
 
 
 async def abort(context: Context, exc: BrokerError) -> None:
-    code = next(
-        (c for cls, c in CODE_BY_ERROR.items() if isinstance(exc, cls)), grpc.StatusCode.INTERNAL
-    )
+    code = grpc.StatusCode[codes_of(exc)[1]]
     trailers: tuple[tuple[str, str], ...] = ()
     if isinstance(exc, RateLimited):
         trailers = (("retry-after", str(exc.decision.retry_after_seconds)),)

@@ -82,9 +82,9 @@ SELECT
       WHERE status = 'completed' AND finished_at > now() - interval '1 hour'
         AND claimed_at IS NOT NULL) AS avg_processing_time_ms,
     q.high, q.normal, q.low
-FROM (SELECT count(*) FILTER (WHERE priority >= 200) AS high,
-             count(*) FILTER (WHERE priority BETWEEN 100 AND 199) AS normal,
-             count(*) FILTER (WHERE priority <= 99) AS low
+FROM (SELECT count(*) FILTER (WHERE tq_priority_bucket(priority) = 'high') AS high,
+             count(*) FILTER (WHERE tq_priority_bucket(priority) = 'normal') AS normal,
+             count(*) FILTER (WHERE tq_priority_bucket(priority) = 'low') AS low
         FROM tq_tasks WHERE status = 'pending') AS q;
 
 -- health --
@@ -248,18 +248,13 @@ WHERE t.task_id = c.task_id AND t.lease_token = c.lease_token AND t.status = 'in
 RETURNING t.task_id, t.task_type, t.status, t.claimed_at, t.finished_at, t.updated_at;
 
 -- task_fail_many --
--- A failed attempt: with retries left, 'failed' until its backoff ends; otherwise dead_letter.
--- Backoff = min(cap, base * 2^retry_count) with equal jitter (between half and all of it).
+-- A failed attempt: the rule is the SQL function tq_failed_attempt (migration 0007).
 UPDATE tq_tasks AS t
-SET status = CASE WHEN f.retryable AND t.retry_count < t.max_retries
-                  THEN 'failed' ELSE 'dead_letter' END,
-    retry_count = CASE WHEN f.retryable AND t.retry_count < t.max_retries
-                       THEN t.retry_count + 1 ELSE t.retry_count END,
-    run_at = now() + least(%(backoff_cap_seconds)s::float8,
-                           %(backoff_base_seconds)s::float8 * power(2, t.retry_count))
-                     * (0.5 + random() / 2) * interval '1 second',
-    finished_at = CASE WHEN f.retryable AND t.retry_count < t.max_retries
-                       THEN NULL ELSE now() END,
+SET (status, retry_count, run_at, finished_at) = (
+        SELECT a.status, a.retry_count, a.run_at, a.finished_at
+        FROM tq_failed_attempt(t.retry_count, t.max_retries, f.retryable,
+                               %(backoff_base_seconds)s::float8,
+                               %(backoff_cap_seconds)s::float8) AS a),
     error = f.error, lease_token = NULL, lease_expires_at = NULL, updated_at = now()
 FROM unnest(%(task_ids)s::uuid[], %(lease_tokens)s::uuid[], %(errors)s::text[],
             %(retryable)s::bool[]) AS f(task_id, lease_token, error, retryable)
@@ -314,13 +309,11 @@ WITH expired AS (
     FOR UPDATE SKIP LOCKED
 ), rescued AS (
     UPDATE tq_tasks AS t
-    SET status = CASE WHEN t.retry_count < t.max_retries THEN 'failed' ELSE 'dead_letter' END,
-        retry_count = CASE WHEN t.retry_count < t.max_retries
-                           THEN t.retry_count + 1 ELSE t.retry_count END,
-        run_at = now() + least(%(backoff_cap_seconds)s::float8,
-                               %(backoff_base_seconds)s::float8 * power(2, t.retry_count))
-                         * (0.5 + random() / 2) * interval '1 second',
-        finished_at = CASE WHEN t.retry_count < t.max_retries THEN NULL ELSE now() END,
+    SET (status, retry_count, run_at, finished_at) = (
+            SELECT a.status, a.retry_count, a.run_at, a.finished_at
+            FROM tq_failed_attempt(t.retry_count, t.max_retries, true,
+                                   %(backoff_base_seconds)s::float8,
+                                   %(backoff_cap_seconds)s::float8) AS a),
         error = e.reason, lease_token = NULL, lease_expires_at = NULL, updated_at = now()
     FROM expired AS e
     WHERE t.task_id = e.task_id AND t.lease_token = e.lease_token AND t.status = 'in_progress'
@@ -452,9 +445,7 @@ SELECT (SELECT yes FROM listening) AS listening,
 
 -- metrics_pending --
 -- Pending tasks by type and priority bucket (high >= 200, normal 100-199, low <= 99).
-SELECT task_type,
-       CASE WHEN priority >= 200 THEN 'high' WHEN priority >= 100 THEN 'normal' ELSE 'low' END
-           AS priority,
+SELECT task_type, tq_priority_bucket(priority) AS priority,
        count(*) AS pending
 FROM tq_tasks WHERE status = 'pending' GROUP BY 1, 2;
 
