@@ -63,6 +63,22 @@ class Principal:
 
 
 @dataclass(frozen=True)
+class Credentials:
+    """What a caller presented: an Authorization header, a WebSocket ticket, or a principal
+    that the request guard already authenticated."""
+
+    header: str | None = None
+    ticket: str | None = None
+    principal: Principal | None = None
+
+
+@dataclass(frozen=True)
+class Authorized:
+    principal: Principal
+    decision: Decision | None  # None when the call is not rate-limited
+
+
+@dataclass(frozen=True)
 class BootstrapKey:
     """A key given in the broker's environment rather than created through the API: the admin
     key, and the chart's worker and operator keys, each with only what its user needs."""
@@ -212,6 +228,21 @@ class Authenticator:
             burst=record.burst or self.config.burst,
             max_pending=record.max_pending,
         )
+
+    async def authorize(
+        self, credentials: Credentials, permission: Permission, rate_limited: bool = True
+    ) -> Authorized:
+        """The one door for REST, WebSocket and gRPC: who it is (401), whether it may (403),
+        and a token of its rate limit (429), in that order."""
+        principal = credentials.principal
+        if principal is None and credentials.ticket:
+            principal = await self.redeem_ticket(credentials.ticket)
+        if principal is None:
+            principal = await self.authenticate(credentials.header)
+        if not principal.may(permission):
+            raise Forbidden(f"this API key lacks the {permission.value} permission")
+        decision = await self.admit(principal) if rate_limited else None
+        return Authorized(principal, decision)
 
     async def admit(self, principal: Principal, cost: int = 1) -> Decision:
         """Spend `cost` tokens of the key's rate limit (a batch costs one per task)."""

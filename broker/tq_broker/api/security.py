@@ -11,7 +11,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPBearer
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from tq_broker.auth import Authenticator, Forbidden, Principal
+from tq_broker.auth import Authenticator, Credentials, Principal
 from tq_broker.keys import Permission
 from tq_broker.ratelimit import Decision
 from tq_broker.worker_store import ANY_CALLER, Caller
@@ -25,15 +25,15 @@ def requires(permission: Permission, rate_limited: bool = True) -> Any:
         auth: Authenticator = request.app.state.authenticator
         if not auth.config.enabled:
             return None
-        principal: Principal | None = getattr(request.state, "principal", None)
-        if principal is None:  # RequestGuard authenticates /api/ already; others here
-            principal = await auth.authenticate(request.headers.get("authorization"))
-        if not principal.may(permission):
-            raise Forbidden(f"this API key lacks the {permission.value} permission")
-        request.state.principal = principal
-        if rate_limited:
-            request.state.rate_limit = await auth.admit(principal)
-        return principal
+        credentials = Credentials(  # RequestGuard authenticated /api/ already
+            header=request.headers.get("authorization"),
+            principal=getattr(request.state, "principal", None),
+        )
+        authorized = await auth.authorize(credentials, permission, rate_limited)
+        request.state.principal = authorized.principal
+        if authorized.decision is not None:
+            request.state.rate_limit = authorized.decision
+        return authorized.principal
 
     return Depends(check)
 

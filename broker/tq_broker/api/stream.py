@@ -29,7 +29,7 @@ from tq_broker.api.security import requires
 from tq_broker.auth import (
     TICKET_SECONDS,
     Authenticator,
-    Forbidden,
+    Credentials,
     OpenStreams,
     Principal,
     StreamKey,
@@ -112,19 +112,13 @@ async def _principal(websocket: WebSocket) -> Principal | None:
     auth: Authenticator = websocket.app.state.authenticator
     if not auth.config.enabled:
         return None
-    ticket = websocket.query_params.get("ticket")
-    if ticket:
-        principal = await auth.redeem_ticket(ticket)
-    else:
-        header = websocket.headers.get("authorization")
-        token = websocket.query_params.get("token")
-        if header is None and token:
-            header = f"Bearer {token}"
-        principal = await auth.authenticate(header)
-    if not principal.may(Permission.READ_TASKS):
-        raise Forbidden("this API key lacks the read_tasks permission")
-    await auth.admit(principal)  # a handshake costs a token, like a request
-    return principal
+    header = websocket.headers.get("authorization")
+    token = websocket.query_params.get("token")
+    if header is None and token:
+        header = f"Bearer {token}"
+    credentials = Credentials(header=header, ticket=websocket.query_params.get("ticket"))
+    # A handshake costs a token, like a request.
+    return (await auth.authorize(credentials, Permission.READ_TASKS)).principal
 
 
 @router.websocket("/ws")

@@ -25,7 +25,7 @@ import grpc
 from tq_broker.api.tasks import IDEMPOTENCY_KEY_PATTERN
 from tq_broker.auth import (
     Authenticator,
-    Forbidden,
+    Credentials,
     OpenStreams,
     Principal,
     RateLimited,
@@ -90,14 +90,11 @@ class _Call:
     async def __aenter__(self) -> _Call:
         if not self._auth.config.enabled:
             return self
+        credentials = Credentials(header=metadata(self._context, "authorization"))
         try:
-            principal = await self._auth.authenticate(metadata(self._context, "authorization"))
-            if not principal.may(self._permission):
-                raise Forbidden(f"this API key lacks the {self._permission.value} permission")
-            await self._auth.admit(principal)
+            self.principal = (await self._auth.authorize(credentials, self._permission)).principal
         except BrokerError as exc:
             await abort(self._context, exc)
-        self.principal = principal
         return self
 
     async def __aexit__(
