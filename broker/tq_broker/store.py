@@ -27,7 +27,6 @@ from tq_client.models import (
     TaskDetail,
     TaskStatus,
     TaskSummary,
-    WorkerInfo,
 )
 
 PAYLOAD_LIMIT_BYTES_DEFAULT = 1024 * 1024
@@ -231,9 +230,18 @@ class TaskStore:
         assert row is not None
         return QueueDepth(task_types=task_types, **row)
 
-    async def worker_list(self) -> list[WorkerInfo]:
-        rows = await self._db.fetch_all("worker_list")
-        return [WorkerInfo.model_validate(row) for row in rows]
+    async def task_requeue(self, task_id: UUID) -> str:
+        """Admin: a dead-lettered task gets a fresh set of attempts."""
+        row = await self._db.fetch_one("task_requeue", {"task_id": task_id})
+        if row is not None:
+            await self._events.publish_rows([row])
+            return str(row["status"])
+        current = await self._db.fetch_one("task_status", {"task_id": task_id})
+        if current is None:
+            raise NotFound(f"task {task_id} not found")
+        raise Conflict(
+            f"task {task_id} is {current['status']}; only dead_letter tasks can be requeued"
+        )
 
 
 def _bytes_columns(row: dict[str, Any], *names: str) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from tq_broker.events import EventPublisher
 from tq_broker.notifier import TaskReadyNotifier
 from tq_broker.retry_policy import BACKOFF_BASE_SECONDS_DEFAULT, BACKOFF_CAP_SECONDS_DEFAULT
 from tq_broker.store import PAYLOAD_LIMIT_BYTES_DEFAULT
+from tq_client.models import WorkerInfo
 from tq_client.protocol import (
     ClaimedTask,
     CompletedTask,
@@ -286,17 +287,10 @@ class WorkerStore:
         await self._events.publish_rows(rows)
         return _outcome([lease.task_id for lease in leases], {r["task_id"] for r in rows})
 
-    async def task_requeue(self, task_id: UUID) -> str:
-        row = await self._db.fetch_one("task_requeue", {"task_id": task_id})
-        if row is not None:
-            await self._events.publish_rows([row])
-            return str(row["status"])
-        current = await self._db.fetch_one("task_status", {"task_id": task_id})
-        if current is None:
-            raise NotFound(f"task {task_id} not found")
-        raise Conflict(
-            f"task {task_id} is {current['status']}; only dead_letter tasks can be requeued"
-        )
+    async def worker_list(self) -> list[WorkerInfo]:
+        """Workers that have not been marked offline."""
+        rows = await self._db.fetch_all("worker_list")
+        return [WorkerInfo.model_validate(row) for row in rows]
 
 
 async def _first(*waits: Coroutine[Any, Any, object]) -> None:

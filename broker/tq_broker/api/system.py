@@ -11,7 +11,7 @@ from fastapi.responses import PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import TypeAdapter
 
-from tq_broker.api.deps import ElectorDep, MetricsDep, SettingsDep, StoreDep
+from tq_broker.api.deps import ElectorDep, MetricsDep, SettingsDep, StoreDep, WorkerStoreDep
 from tq_broker.api.errors import ERROR_RESPONSES
 from tq_broker.api.responses import json_response
 from tq_broker.api.security import requires
@@ -39,7 +39,7 @@ async def stats(store: StoreDep) -> Response:
     responses=ERROR_RESPONSES,
     dependencies=[requires(Permission.READ_TASKS)],
 )
-async def workers(store: StoreDep) -> Response:
+async def workers(store: WorkerStoreDep) -> Response:
     return json_response(_worker_list_json.dump_json(await store.worker_list()))
 
 

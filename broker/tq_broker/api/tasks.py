@@ -130,3 +130,15 @@ async def list_tasks(
 async def cancel_task(task_id: UUID, store: StoreDep) -> Response:
     await store.task_cancel(task_id)
     return Response(status_code=204)
+
+
+@router.post(
+    "/{task_id}/requeue",
+    dependencies=[requires(Permission.ADMIN)],
+    response_model=SubmitTaskResponse,
+    responses=ERROR_RESPONSES,
+    summary="Admin: requeue a dead-lettered task",
+)
+async def requeue(task_id: UUID, store: StoreDep) -> Response:
+    status = await store.task_requeue(task_id)
+    return json_response(SubmitTaskResponse(task_id=task_id, status=TaskStatus(status)))

@@ -1,11 +1,10 @@
 """Routes of the worker protocol: register, heartbeat, drain, deregister, claim, complete, fail,
-release; and the admin requeue of a dead-lettered task."""
+release."""
 
 from __future__ import annotations
 
 import asyncio
 from typing import Annotated
-from uuid import UUID
 
 from fastapi import APIRouter, Path, Request, Response
 
@@ -16,7 +15,6 @@ from tq_broker.api.responses import json_response
 from tq_broker.api.security import CallerDep, requires
 from tq_broker.auth import RateLimited
 from tq_broker.keys import Permission
-from tq_client.models import SubmitTaskResponse, TaskStatus
 from tq_client.protocol import (
     WORKER_ID_PATTERN,
     ClaimRequest,
@@ -188,15 +186,3 @@ async def fail(body: FailRequest, store: WorkerStoreDep, caller: CallerDep) -> R
 async def release(body: ReleaseRequest, store: WorkerStoreDep, caller: CallerDep) -> Response:
     await store.worker_check_owner(body.worker_id, caller)
     return json_response(await store.task_release_many(list(body.tasks)))
-
-
-@router.post(
-    "/api/v1/tasks/{task_id}/requeue",
-    dependencies=[requires(Permission.ADMIN)],
-    response_model=SubmitTaskResponse,
-    responses=ERROR_RESPONSES,
-    summary="Admin: requeue a dead-lettered task",
-)
-async def requeue(task_id: UUID, store: WorkerStoreDep) -> Response:
-    status = await store.task_requeue(task_id)
-    return json_response(SubmitTaskResponse(task_id=task_id, status=TaskStatus(status)))
