@@ -43,8 +43,13 @@ from tq_broker.services import Job, Schedule, ServiceRunner
 from tq_broker.settings import BrokerSettings
 from tq_broker.store import TaskStore
 from tq_broker.worker_store import LeaseConfig, WorkerStore
-from tq_client.lease import KubernetesLeaseElector, current_namespace, default_identity, in_cluster
-from tq_client.lease import LeaseConfig as KubeLeaseConfig
+from tq_kube.lease import (
+    KubernetesLeaseConfig,
+    KubernetesLeaseElector,
+    current_namespace,
+    default_identity,
+    in_cluster,
+)
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +81,7 @@ def choose_elector(settings: BrokerSettings, config: ConnectorConfig) -> tuple[E
     if mode == "lease" or (mode == "auto" and in_cluster()):
         lease_seconds = max(settings.leader_lease_seconds, 1.0)
         elector = KubernetesLeaseElector(
-            KubeLeaseConfig(
+            KubernetesLeaseConfig(
                 name=settings.lease_name,
                 namespace=settings.lease_namespace or current_namespace(),
                 identity=default_identity(),

@@ -18,7 +18,7 @@ from typing import Protocol
 
 from tq_broker.connector import ConnectorConfig, DedicatedSession, connect_dedicated
 from tq_broker.errors import StoreUnavailable
-from tq_client.lease import KubernetesLeaseElector
+from tq_kube.lease import KubernetesLeaseElector
 
 log = logging.getLogger(__name__)
 

@@ -18,9 +18,9 @@ from typing import Any
 
 import kopf
 
-from tq_client.lease import (
+from tq_kube.lease import (
+    KubernetesLeaseConfig,
     KubernetesLeaseElector,
-    LeaseConfig,
     current_namespace,
     default_identity,
 )
@@ -93,7 +93,7 @@ async def run_while_leading(lease: str, lease_seconds: float, options: dict[str,
     """
     namespace, _, name = lease.rpartition("/")
     elector = KubernetesLeaseElector(
-        LeaseConfig(
+        KubernetesLeaseConfig(
             name=name,
             namespace=namespace or current_namespace(),
             identity=default_identity(),

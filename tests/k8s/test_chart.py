@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 import yaml
 
-from tq_client.lease import KubernetesLeaseElector, LeaseConfig
+from tq_kube.lease import KubernetesLeaseConfig as LeaseConfig
+from tq_kube.lease import KubernetesLeaseElector
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "taskqueue"

@@ -14,7 +14,8 @@ from typing import Any
 
 import httpx
 
-from tq_client.lease import KubernetesLeaseElector, LeaseConfig
+from tq_kube.lease import KubernetesLeaseConfig as LeaseConfig
+from tq_kube.lease import KubernetesLeaseElector
 
 from ..processes import BrokerProcess
 

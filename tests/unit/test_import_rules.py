@@ -1,5 +1,6 @@
-"""The import rules of ARCHITECTURE.md, checked on the source: tq_client imports nothing of
-ours; the worker and the operator import only tq_client; nothing imports the broker."""
+"""The import rules of ARCHITECTURE.md, checked on the source: tq_client and tq_kube import
+nothing of ours; the worker imports only tq_client, the operator tq_client and tq_kube;
+nothing imports the broker."""
 
 from __future__ import annotations
 
@@ -11,15 +12,17 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 PACKAGES = {
     "tq_client": REPO / "client" / "tq_client",
+    "tq_kube": REPO / "client" / "tq_kube",
     "tq_broker": REPO / "broker" / "tq_broker",
     "tq_worker": REPO / "worker-image" / "tq_worker",
     "tq_operator": REPO / "operator" / "tq_operator",
 }
 MAY_IMPORT = {
     "tq_client": {"tq_client"},
+    "tq_kube": {"tq_kube"},
     "tq_worker": {"tq_worker", "tq_client"},
-    "tq_operator": {"tq_operator", "tq_client"},
-    "tq_broker": {"tq_broker", "tq_client"},
+    "tq_operator": {"tq_operator", "tq_client", "tq_kube"},
+    "tq_broker": {"tq_broker", "tq_client", "tq_kube"},
 }
 
 

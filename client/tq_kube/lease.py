@@ -1,7 +1,7 @@
 """Leader election on a Kubernetes Lease (coordination.k8s.io/v1), for broker and operator.
 
-It lives here because both the broker and the operator use it and the import rules let them
-share only `tq_client`. Needs the `kubernetes` package (imported lazily).
+It lives in `tq_kube`, which imports nothing of ours, because both the broker and the
+operator use it. Needs the `kubernetes` package (imported lazily).
 
 How it works, every `retry_seconds`:
 - no Lease: create it holding it (AlreadyExists: someone else was faster);
@@ -59,7 +59,7 @@ def default_identity() -> str:
 
 
 @dataclass(frozen=True)
-class LeaseConfig:
+class KubernetesLeaseConfig:
     name: str
     namespace: str
     identity: str
@@ -70,7 +70,7 @@ class LeaseConfig:
 
 
 class KubernetesLeaseElector:
-    def __init__(self, config: LeaseConfig) -> None:
+    def __init__(self, config: KubernetesLeaseConfig) -> None:
         self.config = config
         self._api: Any = None
         self._leader = False
