@@ -187,10 +187,12 @@ class Authenticator:
             self._cache.popitem(last=False)
         return principal
 
-    async def issue_ticket(self, principal: Principal) -> str:
-        """A single-use WebSocket ticket standing for this key for `TICKET_SECONDS`."""
-        bootstrap = principal.bucket if principal.key_id is None else None
-        return await self._keys.ws_ticket_insert(principal.key_id, bootstrap, TICKET_SECONDS)
+    async def issue_ticket(self, principal: Principal | None) -> str:
+        """A single-use WebSocket ticket standing for this key for `TICKET_SECONDS` (with auth
+        off, for nobody: /ws needs none then, but clients need no branch)."""
+        key_id = principal.key_id if principal is not None else None
+        bootstrap = principal.bucket if principal is not None and key_id is None else None
+        return await self._keys.ws_ticket_insert(key_id, bootstrap, TICKET_SECONDS)
 
     async def redeem_ticket(self, ticket: str) -> Principal:
         if not ticket.startswith("tqt_") or len(ticket) > MAX_AUTHORIZATION_HEADER:

@@ -162,13 +162,14 @@ class EventHub:
 
     name = "event-registration"
 
-    def __init__(self, connector: Connector, listening: asyncio.Event | None = None) -> None:
+    def __init__(self, connector: Connector) -> None:
         self._db = connector
         self.replica_id = f"replica-{uuid.uuid4()}"
         self._subscribers: set[Subscription] = set()
         self._registered_event = asyncio.Event()
         self._renew_at = 0.0
-        self.listening = listening or asyncio.Event()  # set while the LISTEN is up
+        # Set while the LISTEN is up: the replica's Listener's own event, once it is built.
+        self.listening = asyncio.Event()
 
     async def registered(self, within_seconds: float = 5.0) -> bool:
         """Wait until changes on any replica reach this one's subscribers: the registration
@@ -215,11 +216,11 @@ class EventHub:
             self._renew_at = time.monotonic() + LISTENER_RENEW_SECONDS
             self._registered_event.set()
         elif not self._subscribers and registered:
-            self._registered_event.clear()
-            await self._db.execute("event_listener_unregister", {"replica_id": self.replica_id})
+            await self.close()
         return self._registered_event.is_set()
 
     async def close(self) -> None:
+        """Unregister, if registered (also the service's close at shutdown)."""
         if self._registered_event.is_set():
             self._registered_event.clear()
             await self._db.execute("event_listener_unregister", {"replica_id": self.replica_id})

@@ -54,7 +54,6 @@ class LeaseConfig:
     lease_ttl_seconds: float = 30.0
     backoff_base_seconds: float = BACKOFF_BASE_SECONDS_DEFAULT
     backoff_cap_seconds: float = BACKOFF_CAP_SECONDS_DEFAULT
-    claim_poll_interval_seconds: float = 1.0  # fallback when no notification arrives
     max_result_bytes: int = PAYLOAD_LIMIT_BYTES_DEFAULT
 
 
@@ -104,13 +103,17 @@ class WorkerStore:
 
     async def worker_check_owner(self, worker_id: str, caller: Caller) -> None:
         """403 unless the caller registered this worker (or may act as any); 404 unknown."""
-        if caller.any_worker:
-            return
-        row = await self._db.fetch_one("worker_owner", {"worker_id": worker_id})
+        if not caller.any_worker:
+            await self._registration(worker_id, caller)
+
+    async def _registration(self, worker_id: str, caller: Caller) -> dict[str, Any]:
+        """The worker's row, if the caller may act as it: 404 unknown, 403 another key's."""
+        row = await self._db.fetch_one("worker_get", {"worker_id": worker_id})
         if row is None:
             raise NotFound(f"worker {worker_id} is not registered")
-        if row["key_id"] != caller.key_id:
+        if not caller.any_worker and row["key_id"] != caller.key_id:
             raise Forbidden(_not_yours(worker_id))
+        return row
 
     async def worker_heartbeat(
         self, worker_id: str, beat: HeartbeatRequest, caller: Caller = ANY_CALLER
@@ -167,12 +170,7 @@ class WorkerStore:
     async def _raise_not_online(self, worker_id: str, caller: Caller) -> None:
         """Explain why a worker could not claim: 404 unknown, 403 another key's, 409 offline;
         draining is fine."""
-        row = await self._db.fetch_one("worker_get", {"worker_id": worker_id})
-        if row is None:
-            raise NotFound(f"worker {worker_id} is not registered")
-        if not caller.any_worker and row["key_id"] != caller.key_id:
-            raise Forbidden(_not_yours(worker_id))
-        if row["status"] == "offline":
+        if (await self._registration(worker_id, caller))["status"] == "offline":
             raise Conflict(f"worker {worker_id} was marked offline; register again")
 
     async def task_claim(

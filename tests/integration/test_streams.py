@@ -146,7 +146,7 @@ async def test_a_subscriber_that_falls_behind_is_dropped_not_buffered(database_u
     from tq_broker.connector import Connector, ConnectorConfig
 
     config = ConnectorConfig(database_url)
-    hub = EventHub(config, Connector(config))
+    hub = EventHub(Connector(config))
     slow = hub.subscribe([], [])
     keeping_up = hub.subscribe([], ["completed"])
     events = [TaskEvent(str(i), "t", "pending", "x") for i in range(1500)]

@@ -37,7 +37,7 @@ from tq_broker.auth import (
 )
 from tq_broker.errors import BrokerError
 from tq_broker.events import EventHub, Subscription, TaskEvent
-from tq_broker.keys import ApiKeyStore, Permission
+from tq_broker.keys import Permission
 from tq_client.models import TASK_TYPE_PATTERN, TaskStatus, WsTicket
 
 router = APIRouter()
@@ -96,14 +96,8 @@ def update_message(event: TaskEvent) -> dict[str, Any]:
 async def create_ws_ticket(request: Request) -> Response:
     auth: Authenticator = request.app.state.authenticator
     principal: Principal | None = getattr(request.state, "principal", None)
-    ticket = await auth.issue_ticket(principal) if principal else await _unbound_ticket(request)
+    ticket = await auth.issue_ticket(principal)
     return json_response(WsTicket(ticket=ticket, expires_in_seconds=TICKET_SECONDS), 201)
-
-
-async def _unbound_ticket(request: Request) -> str:
-    """With auth off any ticket (and none) opens /ws; hand one out so clients need no branch."""
-    keys: ApiKeyStore = request.app.state.keys
-    return await keys.ws_ticket_insert(None, None, TICKET_SECONDS)
 
 
 async def _principal(websocket: WebSocket) -> Principal | None:

@@ -143,10 +143,6 @@ SET task_types = EXCLUDED.task_types, concurrency = EXCLUDED.concurrency,
 WHERE %(any_key)s OR tq_workers.key_id IS NOT DISTINCT FROM EXCLUDED.key_id
 RETURNING worker_id;
 
--- worker_owner --
--- The key that registered a worker (to refuse another key's calls as that worker).
-SELECT key_id FROM tq_workers WHERE worker_id = %(worker_id)s;
-
 -- worker_heartbeat --
 -- Record liveness and load of a worker that has not been marked offline.
 UPDATE tq_workers
@@ -157,7 +153,7 @@ WHERE worker_id = %(worker_id)s AND status <> 'offline'
 RETURNING worker_id, concurrency + prefetch AS lease_max;
 
 -- worker_get --
--- A worker's registration, for claims.
+-- A worker's registration: its status and the key that registered it.
 SELECT worker_id, task_types, status, key_id FROM tq_workers WHERE worker_id = %(worker_id)s;
 
 -- worker_drain --
@@ -180,10 +176,6 @@ RETURNING worker_id, pg_notify('tq_worker_stop', worker_id) IS NULL AS notified;
 -- reported or released everything first, so this finds nothing).
 UPDATE tq_tasks SET lease_expires_at = now()
 WHERE worker_id = %(worker_id)s AND status = 'in_progress';
-
--- worker_count_known --
--- Whether a worker id was ever registered (deregister of an unknown id is a 404).
-SELECT 1 AS known FROM tq_workers WHERE worker_id = %(worker_id)s;
 
 -- task_claim --
 -- Hand out up to max_tasks ready tasks of the worker's types, best priority first, oldest first,
