@@ -15,8 +15,9 @@ import logging
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 from uuid import UUID
 
 from tq_broker.errors import BrokerError, StoreUnavailable
@@ -29,6 +30,8 @@ log = logging.getLogger(__name__)
 MAX_AUTHORIZATION_HEADER = 512
 CACHE_SECONDS_DEFAULT = 5.0
 CACHE_ENTRIES_MAX = 10_000
+K = TypeVar("K")
+V = TypeVar("V")
 TICKET_SECONDS = 30.0  # a WebSocket ticket must be used this soon
 
 
@@ -126,6 +129,32 @@ def bearer_token(header: str | None) -> str:
     return token
 
 
+class _Expiring(Generic[K, V]):
+    """Answers remembered for `seconds`, the newest CACHE_ENTRIES_MAX of them."""
+
+    def __init__(self, seconds: float) -> None:
+        self._seconds = seconds
+        self._entries: OrderedDict[K, tuple[V, float]] = OrderedDict()
+
+    def get(self, key: K) -> tuple[bool, V | None]:
+        """(found and fresh, the answer)."""
+        entry = self._entries.get(key)
+        if entry is None or entry[1] <= time.monotonic():
+            return False, None
+        return True, entry[0]
+
+    def put(self, key: K, value: V) -> None:
+        self._entries[key] = (value, time.monotonic() + self._seconds)
+        self._entries.move_to_end(key)
+        while len(self._entries) > CACHE_ENTRIES_MAX:
+            self._entries.popitem(last=False)
+
+    def drop(self, keep: Callable[[K, V], bool]) -> None:
+        for key, (value, _) in list(self._entries.items()):
+            if not keep(key, value):
+                del self._entries[key]
+
+
 class Authenticator:
     def __init__(self, keys: ApiKeyStore, limiter: ClusterRateLimiter, config: AuthConfig):
         self._keys = keys
@@ -142,16 +171,15 @@ class Authenticator:
             )
             for key in config.bootstrap_keys()
         }
-        self._cache: OrderedDict[bytes, tuple[Principal | None, float]] = OrderedDict()
-        self._revalidated: OrderedDict[UUID, tuple[bool, float]] = OrderedDict()
+        # key hash -> its principal (None: unknown or revoked), and key id -> still valid
+        self._cache: _Expiring[bytes, Principal | None] = _Expiring(config.cache_seconds)
+        self._revalidated: _Expiring[UUID, bool] = _Expiring(config.cache_seconds)
         self._used: set[UUID] = set()
 
     def forget(self, key_id: UUID) -> None:
         """Drop a revoked key from this replica's cache at once."""
-        self._revalidated.pop(key_id, None)
-        for digest, (principal, _) in list(self._cache.items()):
-            if principal is not None and principal.key_id == key_id:
-                del self._cache[digest]
+        self._revalidated.drop(lambda known, _: known != key_id)
+        self._cache.drop(lambda _, principal: principal is None or principal.key_id != key_id)
 
     def _bootstrap_principal(self, digest: bytes) -> Principal | None:
         found = None
@@ -176,15 +204,12 @@ class Authenticator:
         return principal
 
     async def _lookup(self, digest: bytes) -> Principal | None:
-        cached = self._cache.get(digest)
-        if cached is not None and cached[1] > time.monotonic():
-            return cached[0]
+        found, cached = self._cache.get(digest)
+        if found:
+            return cached
         record = await self._keys.key_get_by_hash(digest)
         principal = self._principal(record) if record else None
-        self._cache[digest] = (principal, time.monotonic() + self.config.cache_seconds)
-        self._cache.move_to_end(digest)
-        while len(self._cache) > CACHE_ENTRIES_MAX:
-            self._cache.popitem(last=False)
+        self._cache.put(digest, principal)
         return principal
 
     async def issue_ticket(self, principal: Principal | None) -> str:
@@ -211,13 +236,11 @@ class Authenticator:
         cache interval, as for requests). The bootstrap key is valid while configured."""
         if principal.key_id is None:
             return self._bootstrap_named(principal.bucket) is not None
-        cached = self._revalidated.get(principal.key_id)
-        if cached is not None and cached[1] > time.monotonic():
-            return cached[0]
+        found, cached = self._revalidated.get(principal.key_id)
+        if found:
+            return bool(cached)
         valid = await self._keys.key_get_by_id(principal.key_id) is not None
-        self._revalidated[principal.key_id] = (valid, time.monotonic() + self.config.cache_seconds)
-        while len(self._revalidated) > CACHE_ENTRIES_MAX:
-            self._revalidated.popitem(last=False)
+        self._revalidated.put(principal.key_id, valid)
         return valid
 
     def _principal(self, record: KeyRecord) -> Principal:

@@ -180,7 +180,57 @@ class ClusterRateLimiter:
         return granted, math.floor(shared.tokens), shared.seconds_until(1)
 
 
-class HeartbeatBudget:
+class LocalBuckets:
+    """Token buckets of this replica alone, in memory, one per key (a worker, a client
+    address), `rate` per second up to `burst`. Bounded: past `keys_max` keys, full buckets
+    (the same as none) are forgotten first, everything if none is full."""
+
+    def __init__(
+        self,
+        rate: float,
+        burst: int,
+        keys_max: int,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.rate = rate
+        self.burst = burst
+        self._keys_max = keys_max
+        self._clock = clock
+        self._buckets: dict[str, TokenBucket] = {}
+
+    def take(self, key: str) -> Decision:
+        """Spend a token of this key's bucket, if it has one."""
+        now = self._clock()
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            if len(self._buckets) >= self._keys_max:
+                self._forget_full(now)
+            bucket = self._buckets[key] = TokenBucket(self.rate, self.burst, self.burst, now)
+        if bucket.take(1, now):
+            return Decision(True, self.rate, math.floor(bucket.tokens), 0)
+        return self._refused(bucket)
+
+    def refusal(self, key: str) -> Decision | None:
+        """The refusal this key would get now, spending nothing; None while it has a token."""
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            return None
+        bucket.refill(self._clock())
+        return self._refused(bucket) if bucket.tokens < 1 else None
+
+    def _refused(self, bucket: TokenBucket) -> Decision:
+        return Decision(False, self.rate, 0, retry_after(bucket.seconds_until(1)))
+
+    def _forget_full(self, now: float) -> None:
+        for key, bucket in list(self._buckets.items()):
+            bucket.refill(now)
+            if bucket.tokens >= bucket.burst:
+                del self._buckets[key]
+        if len(self._buckets) >= self._keys_max:
+            self._buckets.clear()
+
+
+class HeartbeatBudget(LocalBuckets):
     """Heartbeats are never held back by a key's rate limit (a busy worker must not lose its
     leases), but each worker gets a budget: `burst` beats, refilled at `burst` per lease TTL.
     A worker beating as configured uses a fraction of it. Kept per replica, in memory: across
@@ -196,28 +246,8 @@ class HeartbeatBudget:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         # Never below three times the rate we ask workers to beat at.
-        self.rate = max(burst / lease_ttl_seconds, 3.0 / heartbeat_interval_seconds)
-        self.burst = burst
-        self._workers_max = workers_max
-        self._clock = clock
-        self._buckets: dict[str, TokenBucket] = {}
+        rate = max(burst / lease_ttl_seconds, 3.0 / heartbeat_interval_seconds)
+        super().__init__(rate, burst, workers_max, clock)
 
     def admit(self, worker_id: str) -> Decision:
-        now = self._clock()
-        bucket = self._buckets.get(worker_id)
-        if bucket is None:
-            if len(self._buckets) >= self._workers_max:
-                self._forget_full(now)
-            bucket = self._buckets[worker_id] = TokenBucket(self.rate, self.burst, self.burst, now)
-        if bucket.take(1, now):
-            return Decision(True, self.rate, math.floor(bucket.tokens), 0)
-        return Decision(False, self.rate, 0, retry_after(bucket.seconds_until(1)))
-
-    def _forget_full(self, now: float) -> None:
-        """A full bucket is the same as none: drop those (all of them, if none is full)."""
-        for worker_id, bucket in list(self._buckets.items()):
-            bucket.refill(now)
-            if bucket.tokens >= bucket.burst:
-                del self._buckets[worker_id]
-        if len(self._buckets) >= self._workers_max:
-            self._buckets.clear()
+        return self.take(worker_id)

@@ -17,12 +17,13 @@ import time
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
+from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tq_broker.api.errors import error_response
 from tq_broker.auth import Authenticator
 from tq_broker.errors import BrokerError, StoreUnavailable
-from tq_broker.ratelimit import TokenBucket, retry_after
+from tq_broker.ratelimit import LocalBuckets
 from tq_broker.settings import is_loopback
 
 FAILED_AUTH_ADDRESSES_MAX = 10_000
@@ -37,10 +38,9 @@ class RequestGuard:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.app = app
-        self._rate = failures_per_second
-        self._burst = failures_burst
-        self._clock = clock
-        self._failures: dict[str, TokenBucket] = {}
+        self._failures = LocalBuckets(
+            failures_per_second, failures_burst, FAILED_AUTH_ADDRESSES_MAX, clock
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -65,48 +65,29 @@ class RequestGuard:
         self, scope: Scope, auth: Authenticator
     ) -> tuple[int, str, dict[str, str]] | None:
         client = (scope.get("client") or ("?", 0))[0]
-        bucket = self._failures.get(client)
-        now = self._clock()
-        if bucket is not None:
-            bucket.refill(now)
-            if bucket.tokens < 1:
-                wait = retry_after(bucket.seconds_until(1))
-                message = "too many requests with a wrong API key from this address"
-                return 429, message, {"Retry-After": str(wait)}
-        header = _header(scope, b"authorization")
+        throttled = self._failures.refusal(client)
+        if throttled is not None:
+            message = "too many requests with a wrong API key from this address"
+            return 429, message, {"Retry-After": str(throttled.retry_after_seconds)}
         try:
-            principal = await auth.authenticate(header)
-        except BrokerError as exc:
-            if not isinstance(exc, StoreUnavailable):
-                self._count_failure(client, now)
-                return 401, str(exc), {"WWW-Authenticate": "Bearer"}
+            principal = await auth.authenticate(Headers(scope=scope).get("authorization"))
+        except StoreUnavailable:
             return None  # the database is away: let the route answer 503 as usual
+        except BrokerError as exc:
+            self._failures.take(client)
+            return 401, str(exc), {"WWW-Authenticate": "Bearer"}
         scope.setdefault("state", {})["principal"] = principal
         return None
-
-    def _count_failure(self, client: str, now: float) -> None:
-        bucket = self._failures.get(client)
-        if bucket is None:
-            if len(self._failures) >= FAILED_AUTH_ADDRESSES_MAX:
-                self._failures.clear()
-            bucket = self._failures[client] = TokenBucket(self._rate, self._burst, self._burst, now)
-        bucket.take(1, now)
-
-
-def _header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope["headers"]:
-        if key == name:
-            return str(value.decode("latin-1"))
-    return None
 
 
 def _foreign_origin(scope: Scope) -> tuple[int, str, dict[str, str]] | None:
     """With auth off: refuse a non-loopback Host, or an Origin other than the Host's own."""
-    host = _header(scope, b"host") or ""
+    headers = Headers(scope=scope)
+    host = headers.get("host") or ""
     hostname = urlsplit(f"//{host}").hostname or ""
     if not is_loopback(hostname):
         return 403, f"with authentication off, Host must be a loopback address, not {host!r}", {}
-    origin = _header(scope, b"origin")
+    origin = headers.get("origin")
     if origin is not None:
         parts = urlsplit(origin)
         if parts.netloc != host or parts.scheme not in ("http", "https"):
