@@ -146,7 +146,13 @@ def start_broker(pg: EmbeddedPostgres, log_path: Path) -> Iterator[Broker]:
     process = BrokerProcess(
         ["--database-url", pg.url(database), "--host", "127.0.0.1"],
         log_path,
-        env={"TQ_AUTH": "on", "TQ_ADMIN_API_KEY": key},
+        # A batch costs a rate-limit token per task; the module's tests submit hundreds.
+        env={
+            "TQ_AUTH": "on",
+            "TQ_ADMIN_API_KEY": key,
+            "TQ_RATE_LIMIT_PER_SECOND": "100000",
+            "TQ_RATE_LIMIT_BURST": "100000",
+        },
     ).start()
     try:
         yield Broker(process, key)
