@@ -344,13 +344,28 @@ def test_deregister_marks_offline_and_expires_what_it_held(
     claim(api)
     assert api.delete("/api/v1/workers/worker-test-1-aaaaaa").status_code == 204
     assert api.get("/api/v1/workers").json() == []
-    row = db.execute(
-        "SELECT lease_expires_at <= now() AS due FROM tq_tasks WHERE task_id = %s", (task_id,)
-    ).fetchone()
-    assert row == {"due": True}
+    # Its lease is due at once, so the leader's rescuer (every second here) takes the task back
+    # as a failed attempt; asserting the due lease itself would race that sweep.
+    deadline = time.monotonic() + 10
+    while (row := _rescue_state(db, task_id))["status"] == "in_progress":
+        assert row["due"], "the deregistered worker's lease was not expired"
+        assert time.monotonic() < deadline, "the deregistered worker's task was never rescued"
+        time.sleep(0.05)
+    assert row == {"status": "failed", "due": None, "retry_count": 1, "worker_gone": True}
     claim_after = api.post("/api/v1/tasks/claim", json={"worker_id": "worker-test-1-aaaaaa"})
     assert claim_after.status_code == 409
     assert api.delete("/api/v1/workers/worker-nobody").status_code == 404
+
+
+def _rescue_state(db: psycopg.Connection[dict[str, Any]], task_id: str) -> dict[str, Any]:
+    row = db.execute(
+        "SELECT status, lease_expires_at <= now() AS due, retry_count,"
+        " coalesce(error LIKE 'lease expired: worker worker-test-1-aaaaaa %%', false) AS worker_gone"
+        " FROM tq_tasks WHERE task_id = %s",
+        (task_id,),
+    ).fetchone()
+    assert row is not None
+    return dict(row)
 
 
 def test_get_on_post_only_task_actions_is_405(api: TestClient) -> None:
