@@ -360,7 +360,8 @@ def test_deregister_marks_offline_and_expires_what_it_held(
 def _rescue_state(db: psycopg.Connection[dict[str, Any]], task_id: str) -> dict[str, Any]:
     row = db.execute(
         "SELECT status, lease_expires_at <= now() AS due, retry_count,"
-        " coalesce(error LIKE 'lease expired: worker worker-test-1-aaaaaa %%', false) AS worker_gone"
+        " coalesce(error LIKE 'lease expired: worker worker-test-1-aaaaaa %%', false)"
+        " AS worker_gone"
         " FROM tq_tasks WHERE task_id = %s",
         (task_id,),
     ).fetchone()
