@@ -209,7 +209,7 @@ def worker_commands(system: str) -> list[list[str]]:
         return [
             [
                 str(bindir / "rq"), "worker", "--url", f"redis://{os.environ['CMP_REDIS']}/0",
-                "--path", str(HERE), "--quiet", QUEUE,
+                "--path", str(HERE), "--quiet", "--worker-class", "rq.worker.SimpleWorker", QUEUE,
             ]
             for _ in range(WORKER_PROCESSES)
         ]  # fmt: skip
