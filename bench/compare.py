@@ -326,7 +326,8 @@ def main() -> None:
             print(f"rep {rep + 1}/{opts.reps} ({', '.join(order)})", flush=True)
             for system in order:
                 if system == "taskqueue":
-                    with Broker() as broker:
+                    # no metrics or gRPC listener: their fixed ports may be taken
+                    with Broker(env={"TQ_METRICS_PORT": "0", "TQ_GRPC_PORT": "0"}) as broker:
                         env = {**base_env, "CMP_TQ_URL": broker.url}
 
                         def reset_tq(b: Broker = broker) -> None:

@@ -190,19 +190,28 @@ WITH worker AS (
       AND (%(any_key)s OR key_id IS NOT DISTINCT FROM %(key_id)s)
     FOR SHARE
 ), ready AS (
-    SELECT task_id FROM tq_tasks
-    WHERE status IN ('pending', 'failed') AND run_at <= now()
-      AND task_type = ANY((SELECT task_types FROM worker)::text[])
-    ORDER BY priority DESC, run_at
+    -- Per task type, the best max_tasks from the type's ready index (an ordered scan that stops
+    -- after max_tasks, whatever the backlog of other types); then the best max_tasks of those.
+    -- A worker of k types locks up to k * max_tasks rows for this statement and claims
+    -- max_tasks: a concurrent claim skips the others until it commits (milliseconds).
+    SELECT r.task_id
+    FROM (SELECT DISTINCT unnest(task_types) AS task_type FROM worker) AS wt
+    CROSS JOIN LATERAL (
+        SELECT task_id, priority, run_at FROM tq_tasks
+        WHERE task_type = wt.task_type AND status IN ('pending', 'failed') AND run_at <= now()
+        ORDER BY priority DESC, run_at
+        LIMIT %(max_tasks)s
+        FOR UPDATE SKIP LOCKED
+    ) AS r
+    ORDER BY r.priority DESC, r.run_at
     LIMIT %(max_tasks)s
-    FOR UPDATE SKIP LOCKED
 ), claimed AS (
     UPDATE tq_tasks AS t
     SET status = 'in_progress', worker_id = %(worker_id)s, lease_token = gen_random_uuid(),
         claimed_at = now(),
         lease_expires_at = now() + %(lease_ttl_seconds)s * interval '1 second',
         updated_at = now()
-    FROM ready WHERE t.task_id = ready.task_id
+    WHERE t.task_id = ANY(ARRAY(SELECT task_id FROM ready))
     RETURNING t.task_id, t.task_type, t.payload, t.priority, t.lease_token, t.lease_expires_at,
               t.timeout_seconds, t.retry_count, t.max_retries, t.run_at, t.claimed_at, t.status,
               t.updated_at
