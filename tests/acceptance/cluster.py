@@ -21,7 +21,7 @@ import httpx
 import psycopg
 from psycopg.rows import dict_row
 
-from ..processes import BrokerProcess, WorkerProcess, leader_of
+from ..support.processes import BrokerProcess, WorkerProcess, leader_of
 
 TERMINAL = {"completed", "dead_letter", "cancelled"}
 

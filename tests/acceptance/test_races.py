@@ -25,7 +25,7 @@ from tq_broker.embedded import EmbeddedPostgres
 from tq_broker.rpc import taskqueue_pb2 as pb
 from tq_broker.rpc import taskqueue_pb2_grpc as pb_grpc
 
-from ..processes import BrokerProcess, WorkerProcess, free_port
+from ..support.processes import BrokerProcess, WorkerProcess, free_port
 from .cluster import FAST_BROKER_ENV
 
 UPDATE_WITHIN_SECONDS = 5.0
