@@ -200,7 +200,7 @@ class Cluster:
         n = len(self.workers)
         worker = WorkerProcess(
             broker.url,
-            "tests.acceptance.fault_app:worker",
+            "tests.support.fault_app:worker",
             self.execution_log,
             self.workdir / f"worker-{n}.log",
             name=f"worker-{n}",
