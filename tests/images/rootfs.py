@@ -154,8 +154,7 @@ def compilers_in(root: Path) -> list[str]:
             continue
         for entry in base.iterdir():
             name = entry.name
-            stem = name.split("-")[-1] if name.startswith("x86_64-linux-gnu-") else name
-            stem = stem.rstrip("0123456789.").rstrip("-")
+            stem = name.removeprefix("x86_64-linux-gnu-").rstrip("0123456789.").rstrip("-")
             if stem in COMPILER_NAMES:
                 found.append(str(entry.relative_to(root)))
     gcc_lib = root / "usr/lib/gcc"
