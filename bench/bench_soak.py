@@ -30,7 +30,8 @@ transaction for --hold-minutes, then commits; then --recovery-minutes more of st
 
     .venv/bin/python bench/bench_soak.py --minutes 30 --hold-minutes 10 --recovery-minutes 3
 
-Writes bench/results/<name>.json (every sample) and <name>.png (bench/soak_plot.py).
+Writes bench/results/<name>.json (every sample; not in git), <name>.summary.json (the rest;
+kept) and <name>.png (bench/soak_plot.py).
 """
 
 from __future__ import annotations
@@ -774,13 +775,14 @@ def main() -> int:
         "server_settings": dict(settings[1]),
         **result,
     }
-    from soak_plot import plot, summarize
+    from soak_plot import plot, summarize, without_samples
 
     summary["summary"] = summarize(summary, args.window_minutes * 60)
     path = write_result(name, summary)
+    kept = write_result(f"{name}.summary", without_samples(summary))
     png = plot(summary, RESULTS_DIR / f"{name}.png", args.title)
     print(json.dumps(summary["summary"], indent=2, default=str))
-    print(f"  {summary['uptime_at_end']}\n  wrote {path} and {png}")
+    print(f"  {summary['uptime_at_end']}\n  wrote {path}, {kept} and {png}")
     return 0
 
 
