@@ -42,6 +42,7 @@ from tq_broker.ratelimit import ClusterRateLimiter, HeartbeatBudget
 from tq_broker.services import Job, Schedule, ServiceRunner
 from tq_broker.settings import BrokerSettings
 from tq_broker.store import TaskStore
+from tq_broker.task_waits import TaskWaits
 from tq_broker.worker_store import LeaseConfig, WorkerStore
 from tq_kube.lease import (
     KubernetesLeaseConfig,
@@ -201,6 +202,7 @@ def create_app(settings: BrokerSettings) -> FastAPI:
         )
         hub.listening = listener.listening
         app.state.store = TaskStore(connector, events, settings.max_payload_bytes)
+        app.state.task_waits = TaskWaits(app.state.store, hub, settings.max_task_waiters)
         app.state.worker_store = WorkerStore(connector, lease_config(settings), events)
         app.state.heartbeat_budget = HeartbeatBudget(
             settings.lease_ttl_seconds,
