@@ -47,6 +47,7 @@ class TaskWaits:
         self.max_waiters = max_waiters
         self.active = 0
         self._closing = asyncio.Event()
+        self._recheck = asyncio.Event()
 
     @contextlib.contextmanager
     def _slot(self) -> Iterator[None]:
@@ -74,31 +75,27 @@ class TaskWaits:
             try:
                 if not await self._hub.registered(REGISTER_WITHIN_SECONDS):
                     raise EventFeedUnavailable("task events are unavailable; retry shortly")
-                task = await self._store.task_get(task_id)  # live from here: nothing missed
-                while task.status.value not in TERMINAL:
+                while True:
+                    recheck = self._recheck  # a reconnect after this read makes us read again
+                    task = await self._store.task_get(task_id)  # live: nothing missed
+                    if task.status.value in TERMINAL or subscription.dropped:
+                        return task
+                    stoppers = [self._closing, recheck] + ([gone] if gone is not None else [])
                     remaining = deadline - time.monotonic()
-                    if remaining <= 0 or self._closing.is_set():
-                        break
-                    if gone is not None and gone.is_set():
-                        break
-                    woken = await self._next_terminal(subscription.queue, remaining, gone)
-                    if subscription.dropped or woken:
-                        task = await self._store.task_get(task_id)
-                    if subscription.dropped:
-                        break
-                else:
-                    return task
-                return await self._store.task_get(task_id)
+                    if remaining <= 0 or any(e.is_set() for e in stoppers if e is not recheck):
+                        return task
+                    woken = await self._next_terminal(subscription.queue, remaining, stoppers)
+                    if not (woken or recheck.is_set()):
+                        return await self._store.task_get(task_id)
             finally:
                 self._hub.unsubscribe(subscription)
 
     async def _next_terminal(
-        self, queue: asyncio.Queue[TaskEvent], within: float, gone: asyncio.Event | None
+        self, queue: asyncio.Queue[TaskEvent], within: float, stoppers: list[asyncio.Event]
     ) -> bool:
-        """Wait for an event that says the task finished; False when woken otherwise (time up,
-        shutdown, client gone)."""
-        stoppers = [self._closing.wait()] + ([gone.wait()] if gone is not None else [])
-        waits = [asyncio.ensure_future(c) for c in stoppers]
+        """Wait for an event that says the task finished: True. False when the time is up or
+        one of `stoppers` is set first."""
+        waits = [asyncio.ensure_future(e.wait()) for e in stoppers]
         deadline = time.monotonic() + within
         try:
             while (remaining := deadline - time.monotonic()) > 0:
@@ -118,6 +115,12 @@ class TaskWaits:
         finally:
             for wait in waits:
                 wait.cancel()
+
+    def recheck_all(self) -> None:
+        """The listener (re)connected: events may have been lost meanwhile, so every waiter
+        reads its task once more."""
+        recheck, self._recheck = self._recheck, asyncio.Event()
+        recheck.set()
 
     def close(self) -> None:
         """Shutdown: every waiter answers what it has now."""

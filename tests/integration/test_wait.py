@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
+import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
@@ -172,3 +173,25 @@ def test_shutdown_answers_every_waiter_with_what_it_has(settings: BrokerSettings
         thread.join(20)
         assert not thread.is_alive()
     assert (results[0].status_code, results[0].json()["status"]) == (200, "pending")
+
+
+def test_a_listener_reconnect_makes_every_waiter_read_its_task_again(
+    api: TestClient, pool: ThreadPoolExecutor, db: psycopg.Connection[dict[str, Any]]
+) -> None:
+    """Notifications sent while the LISTEN connection was down are lost: the reconnect itself
+    must make waiters look again."""
+    task_id = submit(api, schedule_at="2099-01-01T00:00:00Z")
+    answer: Future[Any] = pool.submit(get, api, task_id, 60)
+    until(lambda: waits_of(api).active == 1, "the request waits")
+    # Finished behind the broker's back (no event), while its listener is cut off.
+    db.execute(
+        "UPDATE tq_tasks SET status = 'completed', finished_at = now() WHERE task_id = %s",
+        (task_id,),
+    )
+    killed = db.execute(
+        "SELECT count(pg_terminate_backend(pid)) AS n FROM pg_stat_activity "
+        "WHERE application_name = 'tq-listener' AND datname = current_database()"
+    ).fetchone()
+    assert killed is not None and killed["n"] == 1
+    response = answer.result(timeout=30)
+    assert response.json()["status"] == "completed"
