@@ -22,7 +22,7 @@ from uuid import UUID
 
 from tq_broker.errors import BrokerError
 from tq_broker.events import EventHub, TaskEvent
-from tq_broker.store import TaskStore
+from tq_broker.task_store import TaskStore
 from tq_client.models import TERMINAL_STATUSES, TaskDetail
 
 TERMINAL = frozenset(s.value for s in TERMINAL_STATUSES)
