@@ -49,6 +49,15 @@ async def idle_waiter(client: httpx.AsyncClient, task_id: str, stop: asyncio.Eve
             await client.get(f"/api/v1/tasks/{task_id}", params={"wait": 60})
 
 
+async def heartbeat(client: httpx.AsyncClient, stop: asyncio.Event) -> None:
+    """The bench is the worker: without heartbeats the reaper would mark it offline."""
+    while not stop.is_set():
+        with contextlib.suppress(httpx.HTTPError):
+            await client.post(f"/api/v1/workers/{WORKER}/heartbeat", json={})
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 2)
+
+
 async def one_sample(api: httpx.AsyncClient, waiter: httpx.AsyncClient) -> tuple[float, float]:
     created = await api.post("/api/v1/tasks", json={"task_type": "bench"})
     task_id = created.json()["task_id"]
@@ -57,6 +66,7 @@ async def one_sample(api: httpx.AsyncClient, waiter: httpx.AsyncClient) -> tuple
     )
     await asyncio.sleep(SETTLE_SECONDS)
     claimed = await api.post("/api/v1/tasks/claim", json={"worker_id": WORKER, "max_tasks": 1})
+    assert claimed.status_code == 200, claimed.text
     [task] = claimed.json()["tasks"]
     lease = {"task_id": task["task_id"], "lease_token": task["lease_token"]}
     sent = time.perf_counter()
@@ -81,7 +91,7 @@ async def measure(url: str, samples: int, idle_waiters: int) -> dict[str, Any]:
         )
         assert registered.status_code == 201, registered.text
         stop = asyncio.Event()
-        idle = []
+        idle = [asyncio.create_task(heartbeat(api, stop))]
         if idle_waiters:
             batch = await api.post(
                 "/api/v1/tasks/batch",
@@ -93,7 +103,7 @@ async def measure(url: str, samples: int, idle_waiters: int) -> dict[str, Any]:
                 },
             )
             ids = [t["task_id"] for t in batch.json()["tasks"]]
-            idle = [asyncio.create_task(idle_waiter(waiter, i, stop)) for i in ids]
+            idle += [asyncio.create_task(idle_waiter(waiter, i, stop)) for i in ids]
             await asyncio.sleep(2)  # let them all park
         for _ in range(10):  # warm-up
             await one_sample(api, waiter)
