@@ -37,7 +37,8 @@ bench:
 	$(PYTHON) bench/bench_submit.py && $(PYTHON) bench/bench_drain.py && $(PYTHON) bench/bench_events.py
 
 # ~45 min: 30 min steady load, then a transaction held open elsewhere for 10 min, 3 min recovery.
-# Samples and plots in bench/results/soak.{json,png}; see bench/README.md.
+# Samples (not in git), summary and plot in bench/results/soak.{json,summary.json,png};
+# see bench/README.md.
 .PHONY: soak
 soak:
 	$(PYTHON) bench/bench_soak.py --minutes 30 --hold-minutes 10 --recovery-minutes 3 --name soak
