@@ -40,6 +40,7 @@ from tq_broker.ratelimit import ClusterRateLimiter, HeartbeatBudget
 from tq_broker.services import Job, Schedule, ServiceRunner
 from tq_broker.settings import BrokerSettings
 from tq_broker.task_store import TaskStore
+from tq_broker.task_waits import TaskWaits
 from tq_broker.worker_store import LeaseConfig, WorkerStore
 from tq_kube.lease import (
     KubernetesLeaseConfig,
@@ -78,12 +79,15 @@ class Broker:
     heartbeat_budget: HeartbeatBudget
     open_streams: OpenStreams
     authenticator: Authenticator
+    task_waits: TaskWaits
     grpc: GrpcServer | None  # None: this replica serves no gRPC
 
     def begin_stop(self) -> None:
         """On SIGTERM, before anything closes: waiting claims return at once instead of holding
-        the terminating replica for their whole wait."""
+        the terminating replica for their whole wait, and `?wait=` requests answer what they
+        have."""
         self.notifier.close()
+        self.task_waits.close()
 
 
 def connector_config(settings: BrokerSettings) -> ConnectorConfig:
@@ -176,6 +180,8 @@ def _build(
     elector, election_interval = choose_elector(settings, config)
     notifier = TaskReadyNotifier()
     hub = EventHub(connector)
+    store = TaskStore(connector, events, settings.max_payload_bytes)
+    task_waits = TaskWaits(store, hub, settings.max_task_waiters)
     listener = Listener(
         config,
         {
@@ -183,7 +189,8 @@ def _build(
             WORKER_STOP_CHANNEL: notifier.on_worker_stop,
             EVENTS_CHANNEL: hub.on_notification,
         },
-        on_connect=[notifier.wake_all],  # anything may have happened while not listening
+        # Anything may have happened while not listening.
+        on_connect=[notifier.wake_all, task_waits.recheck_all],
     )
     hub.listening = listener.listening
     keys = ApiKeyStore(connector)
@@ -195,7 +202,7 @@ def _build(
         elector=elector,
         notifier=notifier,
         event_hub=hub,
-        store=TaskStore(connector, events, settings.max_payload_bytes),
+        store=store,
         worker_store=WorkerStore(connector, lease_config(settings), events),
         keys=keys,
         heartbeat_budget=HeartbeatBudget(
@@ -205,6 +212,7 @@ def _build(
         ),
         open_streams=OpenStreams(settings.streams_per_key_max),
         authenticator=authenticator,
+        task_waits=task_waits,
         grpc=grpc,
     )
     services = [

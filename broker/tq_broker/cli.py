@@ -36,6 +36,7 @@ from tq_broker.keys import Permission
 from tq_broker.metrics import BrokerMetrics
 from tq_broker.migrations import migrate
 from tq_broker.settings import BrokerSettings
+from tq_client.logs import add_logging_arguments, configure_from_arguments, uvicorn_log_config
 
 log = logging.getLogger("tq_broker")
 
@@ -55,7 +56,7 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="also run a worker with the demo handlers (TQ_DEMO_WORKER)",
     )
-    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
+    add_logging_arguments(parser)  # --log-format text|json (TQ_LOG_FORMAT), --log-level
     return parser
 
 
@@ -104,9 +105,11 @@ async def _migrate(settings: BrokerSettings) -> list[int]:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    try:
+        configure_from_arguments(args)
+    except ValueError as exc:
+        print(f"tq-broker: {exc}", file=sys.stderr)
+        return 2
     try:
         settings = _settings(args)
     except ValidationError as exc:
@@ -171,6 +174,9 @@ class BrokerServer(uvicorn.Server):
 
 
 def serve(settings: BrokerSettings) -> int:
+    """Serve until stopped; uvicorn's own lines go through our handler, in our format, at the
+    root logger's level (`configure_logging` ran first)."""
+    level = logging.getLevelName(logging.getLogger().getEffectiveLevel()).lower()
     metrics = BrokerMetrics(settings.metrics_task_types_max)
     app = create_app(settings, metrics, serve_grpc=bool(settings.grpc_port))
     config = uvicorn.Config(
@@ -185,7 +191,8 @@ def serve(settings: BrokerSettings) -> int:
         ssl_certfile=settings.tls_cert_file,
         ssl_keyfile=settings.tls_key_file,
         access_log=settings.access_log,
-        log_level="info",
+        log_config=uvicorn_log_config(level),
+        log_level=level,
         timeout_graceful_shutdown=10,
         # Longer than any client's idle gap (workers heartbeat every 5 s): a keep-alive
         # connection closed by the server just as a client reuses it is a spurious ReadError.

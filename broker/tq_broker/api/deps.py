@@ -20,6 +20,7 @@ from tq_broker.notifier import TaskReadyNotifier
 from tq_broker.ratelimit import HeartbeatBudget
 from tq_broker.settings import BrokerSettings
 from tq_broker.task_store import TaskStore
+from tq_broker.task_waits import TaskWaits
 from tq_broker.worker_store import WorkerStore
 
 
@@ -53,6 +54,10 @@ async def _budget(request: Request) -> HeartbeatBudget:
     return broker_of(request.app).heartbeat_budget
 
 
+async def _task_waits(request: Request) -> TaskWaits:
+    return broker_of(request.app).task_waits
+
+
 async def _metrics(request: Request) -> BrokerMetrics:
     return broker_of(request.app).metrics
 
@@ -64,3 +69,4 @@ WorkerStoreDep = Annotated[WorkerStore, Depends(_worker_store)]
 NotifierDep = Annotated[TaskReadyNotifier, Depends(_notifier)]
 MetricsDep = Annotated[BrokerMetrics, Depends(_metrics)]
 BudgetDep = Annotated[HeartbeatBudget, Depends(_budget)]
+TaskWaitsDep = Annotated[TaskWaits, Depends(_task_waits)]
