@@ -19,6 +19,8 @@ from tq_broker.errors import BrokerError, Conflict, NotFound, PayloadTooLarge
 from tq_broker.events import EventPublisher
 from tq_broker.ids import new_task_id
 from tq_client.models import (
+    MAX_RETRIES_DEFAULT,
+    TIMEOUT_SECONDS_DEFAULT,
     QueueDepth,
     QueueDepthByPriority,
     Stats,
@@ -123,8 +125,8 @@ class TaskStore:
             "payload": request.payload,
             "priority": request.priority,
             "run_at": request.schedule_at,
-            "timeout_seconds": request.timeout_seconds,
-            "max_retries": request.max_retries,
+            "timeout_seconds": _or(request.timeout_seconds, TIMEOUT_SECONDS_DEFAULT),
+            "max_retries": _or(request.max_retries, MAX_RETRIES_DEFAULT),
             "idempotency_key": idempotency_key,
             "request_digest": digest,
             "key_id": submitter.key_id if submitter.max_pending is not None else None,
@@ -167,8 +169,8 @@ class TaskStore:
                     "payloads": [r.payload for r in requests],
                     "priorities": [r.priority for r in requests],
                     "run_ats": [r.schedule_at for r in requests],
-                    "timeouts": [r.timeout_seconds for r in requests],
-                    "max_retries": [r.max_retries for r in requests],
+                    "timeouts": [_or(r.timeout_seconds, TIMEOUT_SECONDS_DEFAULT) for r in requests],
+                    "max_retries": [_or(r.max_retries, MAX_RETRIES_DEFAULT) for r in requests],
                     "key_id": submitter.key_id if submitter.max_pending is not None else None,
                 },
             )
@@ -250,3 +252,7 @@ def _bytes_columns(row: dict[str, Any], *names: str) -> dict[str, Any]:
         if row.get(name) is not None:
             row[name] = bytes(row[name])
     return row
+
+
+def _or(value: int | None, default: int) -> int:
+    return default if value is None else value

@@ -42,7 +42,7 @@ RETURNING task_id, task_type, status, updated_at;
 -- task_get --
 -- One task with everything the GET endpoint shows.
 SELECT task_id, task_type, status, priority, created_at, updated_at, result, error,
-       retry_count, worker_id
+       retry_count, worker_id, max_retries, timeout_seconds, run_at
 FROM tq_tasks WHERE task_id = %(task_id)s;
 
 -- task_status --
