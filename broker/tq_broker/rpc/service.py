@@ -43,7 +43,7 @@ from tq_broker.keys import Permission
 from tq_broker.rpc import convert
 from tq_broker.rpc import taskqueue_pb2 as pb
 from tq_broker.rpc.taskqueue_pb2_grpc import TaskQueueServicer
-from tq_broker.store import TaskStore
+from tq_broker.task_store import TaskStore
 from tq_client.models import TERMINAL_STATUSES, TaskDetail
 
 log = logging.getLogger(__name__)
@@ -196,7 +196,8 @@ class TaskQueueService(TaskQueueServicer):
         query = convert.stream_query(request)
         # A one-task stream filters statuses itself: it must see the terminal one to end.
         statuses = () if query.task_id else query.statuses
-        subscription = self._hub.subscribe(query.task_types, statuses)
+        task_ids = {str(query.task_id)} if query.task_id else query.task_ids
+        subscription = self._hub.subscribe(query.task_types, statuses, task_ids)
         self._streams.add(subscription)
         try:
             # Live from here on: every change that commits after the client has this
