@@ -20,7 +20,7 @@ from tq_client.payloads import decode_json
 from tq_client.waiting import WaitTimeout
 from tq_worker import PermanentFailure, TaskContext, Worker
 
-from ..processes import BrokerProcess
+from ..support.processes import BrokerProcess
 from .test_worker_runtime import WAIT_SECONDS, running, start_broker
 
 

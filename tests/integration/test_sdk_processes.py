@@ -17,7 +17,7 @@ import pytest
 from tq_client import TaskQueueClient
 from tq_client.models import TaskStatus
 
-from ..processes import BrokerProcess, bin_path
+from ..support.processes import BrokerProcess, bin_path
 from .test_worker_runtime import FAST_BROKER
 
 ADMIN = "sdk-processes-bootstrap-secret-0123456789"
