@@ -17,7 +17,7 @@ import websockets
 
 from tq_broker.events import EventHub, TaskEvent, decode_events, encode_events
 
-from ..processes import BrokerProcess
+from ..support.processes import BrokerProcess
 
 ADMIN = "stream-admin-key-0123456789abcdef0123"
 AUTH = {"Authorization": f"Bearer {ADMIN}"}
@@ -83,7 +83,7 @@ async def test_websocket_subscriber_receives_filtered_updates_from_a_real_worker
         ack = json.loads(await asyncio.wait_for(ws.recv(), 10))
         assert ack == {
             "type": "subscribed",
-            "filters": {"task_types": ["echo"], "statuses": ["completed"]},
+            "filters": {"task_types": ["echo"], "statuses": ["completed"], "task_ids": []},
         }
         # Publishers notice a new subscriber within about a second: probe until one arrives.
         probes: set[str] = set()
