@@ -13,6 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tq_broker.queries import queries
+from tq_broker.worker_store import ATTEMPTS_KEPT
 
 from .test_worker_protocol import claim, register, submit
 
@@ -40,6 +41,7 @@ def claim_plan(database_url: str, worker_id: str, max_tasks: int) -> list[dict[s
         "lease_ttl_seconds": 30,
         "any_key": True,
         "key_id": None,
+        "attempts_kept": ATTEMPTS_KEPT,
     }
     with psycopg.connect(database_url) as conn:
         row = conn.execute(
