@@ -52,8 +52,12 @@ async def idle_waiter(client: httpx.AsyncClient, task_id: str, stop: asyncio.Eve
 async def heartbeat(client: httpx.AsyncClient, stop: asyncio.Event) -> None:
     """The bench is the worker: without heartbeats the reaper would mark it offline."""
     while not stop.is_set():
-        with contextlib.suppress(httpx.HTTPError):
-            await client.post(f"/api/v1/workers/{WORKER}/heartbeat", json={})
+        try:
+            beat = await client.post(f"/api/v1/workers/{WORKER}/heartbeat", json={})
+            if beat.status_code != 200:
+                print(f"  heartbeat: {beat.status_code} {beat.text}", file=sys.stderr)
+        except httpx.HTTPError as exc:
+            print(f"  heartbeat: {exc!r}", file=sys.stderr)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), 2)
 
