@@ -134,8 +134,6 @@ def test_batch_submit_returns_the_tasks_in_request_order() -> None:
                 "task_type": "a",
                 "payload": "",
                 "priority": 100,
-                "timeout_seconds": 300,
-                "max_retries": 3,
             }
         ]
         * 2
