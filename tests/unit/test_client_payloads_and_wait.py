@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tq_client import AsyncTaskQueueClient, TaskQueueClient
+from tq_client import AsyncTaskQueueClient, TaskQueueClient, task_request
 from tq_client.errors import Unreachable
 from tq_client.payloads import decode_json, encode_json, payload_bytes
 from tq_client.waiting import WaitPlan, WaitTimeout
@@ -175,3 +175,20 @@ def test_retry_pause_gives_up_at_the_deadline() -> None:
     assert plan.retry_pause() == 0.5
     now[0] = 2.0
     assert plan.retry_pause() is None
+
+
+def test_batch_items_follow_submits_rules() -> None:
+    with pytest.raises(TypeError, match=r"payload must be bytes.*json="):
+        task_request("resize", "a str")  # type: ignore[arg-type]
+    item = task_request("resize", json={"w": 1}, priority=7)
+    assert (item.payload, item.priority, item.max_retries) == (b'{"w":1}', 7, None)
+    sent: list[httpx.Request] = []
+
+    def broker(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        return httpx.Response(201, json={"tasks": [{"task_id": TASK_ID, "status": "pending"}]})
+
+    with TaskQueueClient(URL, transport=httpx.MockTransport(broker)) as client:
+        client.submit_batch([item])
+    (body,) = json.loads(sent[0].content)["tasks"]
+    assert body == {"task_type": "resize", "payload": "eyJ3IjoxfQ==", "priority": 7}
