@@ -85,26 +85,31 @@ RETURNING task_id, task_type, status, updated_at;
 -- System-wide counters for GET /api/v1/stats; buckets: high >= 200, normal 100-199, low <= 99.
 -- pending_count: every pending task (as the contract and the list filter count them); the
 -- buckets count queue depth, the tasks due now; scheduled_count: waiting, not yet due.
-SELECT
-    (SELECT count(*) FROM tq_tasks WHERE status = 'pending') AS pending_count,
-    (SELECT count(*) FROM tq_tasks
-      WHERE status IN ('pending', 'failed') AND run_at > now()) AS scheduled_count,
-    (SELECT count(*) FROM tq_tasks WHERE status = 'in_progress') AS in_progress_count,
-    (SELECT count(*) FROM tq_tasks
-      WHERE status = 'completed' AND finished_at > now() - interval '1 hour') AS completed_last_hour,
-    (SELECT count(*) FROM tq_tasks
-      WHERE status IN ('failed', 'dead_letter')
-        AND updated_at > now() - interval '1 hour') AS failed_last_hour,
-    (SELECT count(*) FROM tq_workers WHERE status <> 'offline') AS worker_count,
-    (SELECT COALESCE(avg(extract(epoch FROM finished_at - claimed_at) * 1000), 0)::float8
-       FROM tq_tasks
-      WHERE status = 'completed' AND finished_at > now() - interval '1 hour'
-        AND claimed_at IS NOT NULL) AS avg_processing_time_ms,
-    q.high, q.normal, q.low
-FROM (SELECT count(*) FILTER (WHERE tq_priority_bucket(priority) = 'high') AS high,
-             count(*) FILTER (WHERE tq_priority_bucket(priority) = 'normal') AS normal,
-             count(*) FILTER (WHERE tq_priority_bucket(priority) = 'low') AS low
-        FROM tq_tasks WHERE status = 'pending' AND run_at <= now()) AS q;
+-- Three passes, each over a partial index's rows only (waiting; in progress; finished in the
+-- last hour), never over the whole table: finished tasks of the retention period are not read.
+-- A dead letter counts by finished_at, the moment it was dead-lettered (its updated_at then).
+SELECT w.pending_count, w.scheduled_count, p.in_progress_count, f.completed_last_hour,
+       w.failed_waiting + f.dead_lettered AS failed_last_hour,
+       (SELECT count(*) FROM tq_workers WHERE status <> 'offline') AS worker_count,
+       f.avg_processing_time_ms, w.high, w.normal, w.low
+FROM (SELECT count(*) FILTER (WHERE status = 'pending') AS pending_count,
+             count(*) FILTER (WHERE run_at > now()) AS scheduled_count,
+             count(*) FILTER (WHERE status = 'failed'
+                                AND updated_at > now() - interval '1 hour') AS failed_waiting,
+             count(*) FILTER (WHERE status = 'pending' AND run_at <= now()
+                                AND tq_priority_bucket(priority) = 'high') AS high,
+             count(*) FILTER (WHERE status = 'pending' AND run_at <= now()
+                                AND tq_priority_bucket(priority) = 'normal') AS normal,
+             count(*) FILTER (WHERE status = 'pending' AND run_at <= now()
+                                AND tq_priority_bucket(priority) = 'low') AS low
+        FROM tq_tasks WHERE status IN ('pending', 'failed')) AS w,
+     (SELECT count(*) AS in_progress_count FROM tq_tasks WHERE status = 'in_progress') AS p,
+     (SELECT count(*) FILTER (WHERE status = 'completed') AS completed_last_hour,
+             count(*) FILTER (WHERE status = 'dead_letter') AS dead_lettered,
+             COALESCE(avg(extract(epoch FROM finished_at - claimed_at) * 1000)
+                      FILTER (WHERE status = 'completed' AND claimed_at IS NOT NULL),
+                      0)::float8 AS avg_processing_time_ms
+        FROM tq_tasks WHERE finished_at > now() - interval '1 hour') AS f;
 
 -- health --
 -- The two numbers /health shows.
@@ -226,19 +231,28 @@ WITH worker AS (
       AND (%(any_key)s OR key_id IS NOT DISTINCT FROM %(key_id)s)
     FOR SHARE
 ), ready AS (
-    SELECT task_id FROM tq_tasks
-    WHERE status IN ('pending', 'failed') AND run_at <= now()
-      AND task_type = ANY((SELECT task_types FROM worker)::text[])
-    ORDER BY priority DESC, run_at
+    -- Per task type, the best max_tasks from the type's ready index (an ordered scan that stops
+    -- after max_tasks, whatever the backlog of other types); then the best max_tasks of those.
+    -- A worker of k types locks up to k * max_tasks rows for this statement and claims
+    -- max_tasks: a concurrent claim skips the others until it commits (milliseconds).
+    SELECT r.task_id
+    FROM (SELECT DISTINCT unnest(task_types) AS task_type FROM worker) AS wt
+    CROSS JOIN LATERAL (
+        SELECT task_id, priority, run_at FROM tq_tasks
+        WHERE task_type = wt.task_type AND status IN ('pending', 'failed') AND run_at <= now()
+        ORDER BY priority DESC, run_at
+        LIMIT %(max_tasks)s
+        FOR UPDATE SKIP LOCKED
+    ) AS r
+    ORDER BY r.priority DESC, r.run_at
     LIMIT %(max_tasks)s
-    FOR UPDATE SKIP LOCKED
 ), claimed AS (
     UPDATE tq_tasks AS t
     SET status = 'in_progress', worker_id = %(worker_id)s, lease_token = gen_random_uuid(),
         claimed_at = now(),
         lease_expires_at = now() + %(lease_ttl_seconds)s * interval '1 second',
         updated_at = now(), attempts = t.attempts + 1
-    FROM ready WHERE t.task_id = ready.task_id
+    WHERE t.task_id = ANY(ARRAY(SELECT task_id FROM ready))
     RETURNING t.task_id, t.task_type, t.payload, t.priority, t.lease_token, t.lease_expires_at,
               t.timeout_seconds, t.retry_count, t.max_retries, t.run_at, t.claimed_at, t.status,
               t.updated_at, t.attempts

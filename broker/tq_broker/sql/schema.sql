@@ -33,7 +33,8 @@ CREATE TABLE tq_tasks (
     attempts         integer     NOT NULL DEFAULT 0 CHECK (attempts >= 0)
 ) WITH (fillfactor = 80, autovacuum_vacuum_scale_factor = 0.02, autovacuum_analyze_scale_factor = 0.05);
 
-CREATE INDEX tq_tasks_ready_idx ON tq_tasks (priority DESC, run_at) WHERE status IN ('pending', 'failed');
+CREATE INDEX tq_tasks_ready_type_idx ON tq_tasks (task_type, priority DESC, run_at)
+    WHERE status IN ('pending', 'failed');
 CREATE INDEX tq_tasks_created_idx ON tq_tasks (created_at DESC);
 CREATE INDEX tq_tasks_leased_idx ON tq_tasks (lease_expires_at) WHERE status = 'in_progress';
 CREATE INDEX tq_tasks_finished_idx ON tq_tasks (finished_at) WHERE finished_at IS NOT NULL;
