@@ -1,0 +1,598 @@
+"""Scaling curves: drain rate and claim latency against backlog, worker processes, task types
+and broker replicas; single-submit rate against payload size; peak RSS of every process group.
+
+Each point of a drain curve starts a fresh broker (embedded, durable PostgreSQL; auth off; no
+metrics or gRPC port, so it cannot collide with other brokers on the machine), then:
+
+  1. loads the backlog through POST /api/v1/tasks/batch (1000 tasks a request, --load-clients
+     requests in flight), task types t0000, t0001, ... assigned round-robin;
+  2. claim latency AT REST: a probe (a registered worker of type t0000, its own HTTP client)
+     times --rest-probes sequential `POST /api/v1/tasks/claim` (max_tasks --probe-max-tasks,
+     wait 0), completing each claim before the next: the claim's cost at that backlog;
+  3. starts the worker processes (`tq-worker --app curves_app:worker --concurrency C`, each
+     taking type t0000 only), spread round-robin over the replicas, and keeps the probe
+     claiming --probe-rate times a second: claim latency UNDER LOAD;
+  4. stops when --drain-tasks tasks (or all of type t0000, if fewer) are finished. Drain rate =
+     that number / (its last finished_at - the first claimed_at), from the database's clocks;
+  5. samples the peak RSS of the broker process(es), the worker processes and PostgreSQL (sum
+     over its processes; shared buffers counted in each) every 50 ms, and their CPU.
+
+The payload curve runs one broker: --payload-clients keep-alive clients submit single tasks
+with a payload of each size for --payload-seconds.
+
+Curves (pick with --curves): backlog, workers, types, replicas, payload. Every size is a
+parameter; defaults fit a shared 2-core machine (see bench/README.md for what they took).
+
+    .venv/bin/python bench/bench_curves.py [--curves backlog,workers] [--backlogs 10000,100000]
+    .venv/bin/python bench/curves_plot.py bench/results/curves.json   # redraw the PNGs
+
+Writes results/<name>.json and results/<name>.md (summaries, committed), results/<name>-*.png
+(plots, committed) and results/raw/<name>/ (every latency sample; regenerated, not committed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from _common import (
+    BROKER_BIN,
+    RESULTS_DIR,
+    Broker,
+    CpuMeter,
+    RawHttpClient,
+    RssSampler,
+    environment,
+    free_port,
+    http_json,
+    http_status,
+    loadavg,
+    percentile,
+    postgres_processes,
+    run_async,
+    run_raw_load,
+    snapshot_sources,
+    uptime,
+    worker_available,
+    workers,
+)
+
+DRAIN_TYPE = "t0000"
+# No metrics or gRPC listener: their fixed default ports would collide between replicas (and
+# with other people's brokers on a shared machine).
+QUIET_PORTS = {"TQ_METRICS_PORT": "0", "TQ_GRPC_PORT": "0"}
+
+
+def type_name(i: int) -> str:
+    return f"t{i:04d}"
+
+
+# -- brokers ----------------------------------------------------------------------------------
+
+
+class Replica:
+    """An extra `tq-broker` on the first broker's PostgreSQL (--database-url)."""
+
+    def __init__(self, database_url: str, log: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._log = open(log, "ab")  # noqa: SIM115
+        cmd = [BROKER_BIN, "--port", str(self.port), "--database-url", database_url]
+        env = {**os.environ, "TQ_AUTH": "off", **QUIET_PORTS}
+        self.proc = subprocess.Popen(
+            [*cmd, "--log-level", "warning"], stdout=self._log, stderr=subprocess.STDOUT, env=env
+        )
+        deadline = time.monotonic() + 120
+        while http_status(self.url + "/health") != 200:
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"replica did not start; see {log}")
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(40)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self._log.close()
+
+
+@contextlib.contextmanager
+def cluster(replicas: int, env: dict[str, str] | None = None) -> Iterator[tuple[Broker, list[str]]]:
+    """A broker with its embedded PostgreSQL plus replicas-1 more on the same database."""
+    broker = Broker(env={**QUIET_PORTS, **(env or {})}).start()
+    extra: list[Replica] = []
+    try:
+        assert broker.tmp is not None
+        for i in range(1, replicas):
+            extra.append(Replica(broker.database_url(), broker.tmp / f"replica-{i}.log"))
+        yield broker, [broker.url, *(r.url for r in extra)]
+    finally:
+        for r in extra:
+            r.stop()
+        broker.stop()
+
+
+def broker_processes(broker: Broker, urls: list[str]) -> list[Any]:
+    """The broker processes: the first one and every replica (children of this script)."""
+    import psutil
+
+    assert broker.proc is not None
+    procs = [psutil.Process(broker.proc.pid)]
+    for child in psutil.Process().children():
+        with contextlib.suppress(psutil.Error):
+            if child.pid != broker.proc.pid and "--database-url" in child.cmdline():
+                procs.append(child)
+    return procs
+
+
+# -- load -------------------------------------------------------------------------------------
+
+
+def bulk_load(url: str, types: int, n: int, clients: int, payload: bytes = b"") -> float:
+    """Enqueue n tasks over `types` task types (round-robin) through the batch route, `clients`
+    requests in flight. Returns tasks/s."""
+    p64 = base64.b64encode(payload).decode()
+
+    def one(start: int) -> int:
+        k = min(1000, n - start)
+        body = {
+            "tasks": [
+                {"task_type": type_name((start + j) % types), "payload": p64} for j in range(k)
+            ]
+        }
+        return len(http_json(url + "/api/v1/tasks/batch", body, timeout=300)["tasks"])
+
+    t0 = time.monotonic()
+    with ThreadPoolExecutor(clients) as pool:
+        done = sum(pool.map(one, range(0, n, 1000)))
+    if done != n:
+        raise RuntimeError(f"loaded {done} of {n} tasks")
+    return n / (time.monotonic() - t0)
+
+
+class Probe(threading.Thread):
+    """A registered worker of DRAIN_TYPE that times claims (wait 0) and completes what it gets."""
+
+    def __init__(self, url: str, max_tasks: int, rate: float) -> None:
+        super().__init__(daemon=True)
+        host, port = url.removeprefix("http://").split(":")
+        self.host, self.port = host, int(port)
+        self.max_tasks, self.rate = max_tasks, rate
+        self.worker_id = f"curves-probe-{os.getpid()}-{time.monotonic_ns()}"
+        self.claim_ms: list[float] = []
+        self.misses = 0
+        self.errors: list[str] = []
+        self._halt = threading.Event()
+
+    def _raw(self, path: str, body: Any) -> bytes:
+        data = json.dumps(body).encode()
+        return RawHttpClient.build("POST", path, f"{self.host}:{self.port}", data)
+
+    async def _register(self, client: RawHttpClient) -> None:
+        body = {"worker_id": self.worker_id, "task_types": [DRAIN_TYPE], "concurrency": 1}
+        status, answer = await client.request(self._raw("/api/v1/workers", body))
+        if status != 201:
+            raise RuntimeError(f"probe register {status}: {answer[:200]!r}")
+
+    async def _one(self, client: RawHttpClient) -> None:
+        claim = {"worker_id": self.worker_id, "max_tasks": self.max_tasks, "wait_seconds": 0}
+        t0 = time.perf_counter()
+        status, answer = await client.request(self._raw("/api/v1/tasks/claim", claim))
+        ms = (time.perf_counter() - t0) * 1000
+        if status != 200:
+            self.errors.append(f"claim {status}: {answer[:200]!r}")
+            return
+        self.claim_ms.append(ms)
+        tasks = json.loads(answer)["tasks"]
+        if not tasks:
+            self.misses += 1
+            return
+        done = {
+            "worker_id": self.worker_id,
+            "tasks": [{"task_id": t["task_id"], "lease_token": t["lease_token"]} for t in tasks],
+        }
+        status, answer = await client.request(self._raw("/api/v1/tasks/complete", done))
+        if status != 200:
+            self.errors.append(f"complete {status}: {answer[:200]!r}")
+
+    def at_rest(self, count: int) -> list[float]:
+        """`count` sequential claims before anything else runs."""
+
+        async def main() -> None:
+            client = RawHttpClient(self.host, self.port)
+            await self._register(client)
+            for _ in range(count):
+                await self._one(client)
+            await client.close()
+
+        run_async(main())
+        out, self.claim_ms = self.claim_ms, []
+        return out
+
+    def run(self) -> None:
+        async def main() -> None:
+            client = RawHttpClient(self.host, self.port)
+            await self._register(client)  # again: the same id, back online
+            next_at = time.perf_counter()
+            while not self._halt.is_set():
+                try:
+                    await self._one(client)
+                except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
+                    self.errors.append(repr(exc))
+                    await client.close()
+                    client = RawHttpClient(self.host, self.port)
+                next_at += 1.0 / self.rate
+                await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
+            await client.close()
+
+        run_async(main())
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join(30)
+
+
+def _ms(values: list[float]) -> dict[str, float]:
+    return {
+        "n": len(values),
+        "p50_ms": round(percentile(values, 50), 3),
+        "p99_ms": round(percentile(values, 99), 3),
+        "max_ms": round(max(values, default=float("nan")), 3),
+    }
+
+
+# -- one drain point --------------------------------------------------------------------------
+
+
+def drain_point(
+    curve: str,
+    x: int,
+    args: argparse.Namespace,
+    *,
+    backlog: int,
+    types: int = 1,
+    processes: int | None = None,
+    replicas: int = 1,
+) -> dict[str, Any]:
+    import psutil
+    import psycopg
+
+    processes = processes or args.workers
+    of_type = len(range(0, backlog, types))  # tasks of DRAIN_TYPE in the backlog
+    print(
+        f"  {curve}={x}: backlog {backlog:,} over {types} type(s), {processes} worker "
+        f"process(es) x {args.concurrency}, {replicas} replica(s) | load {loadavg()}",
+        flush=True,
+    )
+    with cluster(replicas) as (broker, urls):
+        load_rate = bulk_load(urls[0], types, backlog, args.load_clients)
+        load_before = loadavg()
+        probe = Probe(urls[0], args.probe_max_tasks, args.probe_rate)
+        rest = probe.at_rest(args.rest_probes)
+        with psycopg.connect(broker.database_url(), autocommit=True) as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM tq_tasks WHERE finished_at IS NOT NULL"
+            ).fetchone()
+        before = int(row[0]) if row else 0  # the rest probe's tasks: not part of the drain
+        target = max(1, min(args.drain_tasks, of_type - before))
+        brokers = broker_processes(broker, urls)
+        worker_procs: list[Any] = []
+        groups = {
+            "broker": lambda: brokers,
+            "workers": lambda: worker_procs,
+            "postgres": lambda: postgres_processes(brokers[0].pid),
+        }
+        rss, cpu = RssSampler(groups), CpuMeter(groups)
+        rss.start()
+        env = {"TQ_BENCH_TYPES": DRAIN_TYPE}
+        with (
+            contextlib.ExitStack() as stack,
+            psycopg.connect(broker.database_url(), autocommit=True) as conn,
+        ):
+            for i, url in enumerate(urls):
+                count = len(range(i, processes, len(urls)))
+                if count:
+                    procs = stack.enter_context(
+                        workers(
+                            url,
+                            "curves_app:worker",
+                            count,
+                            args.concurrency,
+                            None,
+                            broker.tmp,
+                            env=env,
+                        )
+                    )
+                    worker_procs.extend(psutil.Process(p.pid) for p in procs)
+            cpu.start()
+            probe.start()
+            deadline = time.monotonic() + args.drain_timeout
+            finished = 0
+            while time.monotonic() < deadline:
+                row = conn.execute(
+                    "SELECT count(*) FROM tq_tasks WHERE finished_at IS NOT NULL"
+                ).fetchone()
+                finished = int(row[0]) if row else 0
+                if finished >= before + target:
+                    break
+                time.sleep(0.25)
+            cpu_use = cpu.stop()
+            probe.stop()
+        rss.stop()
+        with psycopg.connect(broker.database_url(), autocommit=True) as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM tq_tasks WHERE finished_at IS NOT NULL"
+            ).fetchone()
+            timed_out = finished < before + target
+            drained = max(0, min(target, (int(row[0]) if row else 0) - before))
+            first, kth = conn.execute(
+                "WITH f AS (SELECT claimed_at, finished_at FROM tq_tasks "
+                "           WHERE finished_at IS NOT NULL ORDER BY finished_at OFFSET %s)"
+                " SELECT extract(epoch FROM min(claimed_at))::float8,"
+                "        extract(epoch FROM (SELECT finished_at FROM f ORDER BY finished_at"
+                "                            OFFSET %s LIMIT 1))::float8 FROM f",
+                (before, max(0, drained - 1)),
+            ).fetchone() or (None, None)
+    seconds = (kth - first) if (kth is not None and first is not None) else float("nan")
+    point = {
+        "curve": curve,
+        "x": x,
+        "backlog": backlog,
+        "task_types": types,
+        "worker_processes": processes,
+        "concurrency": args.concurrency,
+        "replicas": replicas,
+        "load_tasks_per_s": round(load_rate, 1),
+        "drained": drained,
+        "timed_out": timed_out,
+        "drain_seconds": round(seconds, 3),
+        "drain_tasks_per_s": round(drained / seconds, 1) if seconds and seconds > 0 else None,
+        "claim_at_rest": _ms(rest),
+        "claim_under_load": _ms(probe.claim_ms),
+        "probe_misses": probe.misses,
+        "probe_errors": probe.errors[:5],
+        "cpu": cpu_use,
+        "peak_rss_mib": {k: round(v, 1) for k, v in rss.peak_mib.items()},
+        "peak_rss_largest_process_mib": {k: round(v, 1) for k, v in rss.peak_each_mib.items()},
+        "loadavg_before": load_before,
+        "loadavg_after": loadavg(),
+    }
+    raw_dir = args.results_dir / "raw" / args.name
+    raw_dir.mkdir(parents=True, exist_ok=True)
+    (raw_dir / f"{curve}-{x}.json").write_text(
+        json.dumps({"claim_at_rest_ms": rest, "claim_under_load_ms": probe.claim_ms}) + "\n"
+    )
+    print(
+        f"    drain {point['drain_tasks_per_s']} tasks/s ({drained:,} in {seconds:.1f} s"
+        f"{', TIMED OUT' if timed_out else ''}); claim p50/p99 at rest "
+        f"{point['claim_at_rest']['p50_ms']}/{point['claim_at_rest']['p99_ms']} ms, under load "
+        f"{point['claim_under_load']['p50_ms']}/{point['claim_under_load']['p99_ms']} ms; "
+        f"RSS broker {point['peak_rss_mib']['broker']} workers {point['peak_rss_mib']['workers']}"
+        f" pg {point['peak_rss_mib']['postgres']} MiB; cpu {cpu_use} | load {loadavg()}",
+        flush=True,
+    )
+    return point
+
+
+# -- the payload curve ------------------------------------------------------------------------
+
+
+def payload_curve(args: argparse.Namespace) -> list[dict[str, Any]]:
+    import psutil
+
+    points = []
+    with cluster(1) as (broker, urls):
+        assert broker.proc is not None
+        bp = psutil.Process(broker.proc.pid)
+        host = urls[0].removeprefix("http://")
+        for size in args.payload_sizes:
+            payload = base64.b64encode(os.urandom(size)).decode()
+            body = json.dumps({"task_type": DRAIN_TYPE, "payload": payload}).encode()
+            raw = RawHttpClient.build("POST", "/api/v1/tasks", host, body)
+            groups = {"broker": lambda: [bp], "postgres": lambda: postgres_processes(bp.pid)}
+            rss = RssSampler(groups)
+            rss.start()
+            load_before = loadavg()
+            out = run_raw_load(
+                urls[0],
+                lambda _i, raw=raw: raw,
+                args.payload_clients,
+                args.payload_seconds,
+                cpu=CpuMeter(dict(groups)),
+                expect=(201,),
+            )
+            rss.stop()
+            rps = out["ok"] / out["seconds"]
+            point = {
+                "curve": "payload",
+                "x": size,
+                "payload_bytes": size,
+                "body_bytes": len(body),
+                "clients": args.payload_clients,
+                "submits_per_s": round(rps, 1),
+                "payload_mib_per_s": round(rps * size / 2**20, 2),
+                "errors": out["errors"],
+                "p50_ms": round(out["p50_ms"], 3),
+                "p99_ms": round(out["p99_ms"], 3),
+                "cpu": out.get("cpu"),
+                "peak_rss_mib": {k: round(v, 1) for k, v in rss.peak_mib.items()},
+                "loadavg_before": load_before,
+                "loadavg_after": loadavg(),
+            }
+            points.append(point)
+            print(
+                f"  payload={size:,} B: {rps:,.0f} submits/s ({point['payload_mib_per_s']} MiB/s),"
+                f" p50 {point['p50_ms']} ms p99 {point['p99_ms']} ms, errors {out['errors']}, "
+                f"RSS broker {point['peak_rss_mib']['broker']} MiB | load {loadavg()}",
+                flush=True,
+            )
+    return points
+
+
+# -- summary ----------------------------------------------------------------------------------
+
+
+def markdown(summary: dict[str, Any]) -> str:
+    env = summary["environment"]
+    lines = [
+        f"# Scaling curves ({summary['name']})",
+        "",
+        f"Commit {env['git']['commit']}, {env['cpus']} CPUs, started {env['started_at']}.",
+        f"Load at start: `{env['uptime_at_start']}`; at end: `{summary['uptime_at_end']}`.",
+        f"Command: `{summary['command']}`",
+        "",
+    ]
+    drain_rows = [p for p in summary["points"] if p["curve"] != "payload"]
+    if drain_rows:
+        lines += [
+            "| curve | x | backlog | types | worker procs | replicas | drain tasks/s |"
+            " claim p50 / p99 at rest (ms) | claim p50 / p99 under load (ms) |"
+            " peak RSS broker / workers / pg (MiB) | CPU % broker / workers / pg | load before |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for p in drain_rows:
+            rest, busy, rss, cpu = (
+                p["claim_at_rest"],
+                p["claim_under_load"],
+                p["peak_rss_mib"],
+                p["cpu"],
+            )
+            rate = "—" if p["drain_tasks_per_s"] is None else f"{p['drain_tasks_per_s']:,.0f}"
+            if p["timed_out"]:
+                rate += " (timed out)"
+            lines.append(
+                f"| {p['curve']} | {p['x']:,} | {p['backlog']:,} | {p['task_types']} |"
+                f" {p['worker_processes']} | {p['replicas']} | {rate} ({p['drained']:,} tasks) |"
+                f" {rest['p50_ms']:.1f} / {rest['p99_ms']:.1f} |"
+                f" {busy['p50_ms']:.1f} / {busy['p99_ms']:.1f} |"
+                f" {rss['broker']:.0f} / {rss['workers']:.0f} / {rss['postgres']:.0f} |"
+                f" {cpu['broker_cpu_pct']:.0f} / {cpu['workers_cpu_pct']:.0f} /"
+                f" {cpu['postgres_cpu_pct']:.0f} | {p['loadavg_before']} |"
+            )
+        lines.append("")
+    pay = [p for p in summary["points"] if p["curve"] == "payload"]
+    if pay:
+        lines += [
+            "| payload (B) | submits/s | payload MiB/s | p50 / p99 (ms) | errors |"
+            " CPU % broker / pg | peak RSS broker (MiB) | load before |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for p in pay:
+            cpu = p["cpu"] or {}
+            lines.append(
+                f"| {p['payload_bytes']:,} | {p['submits_per_s']:,.0f} | {p['payload_mib_per_s']}"
+                f" | {p['p50_ms']:.1f} / {p['p99_ms']:.1f} | {p['errors']} |"
+                f" {cpu.get('broker_cpu_pct', 0):.0f} / {cpu.get('postgres_cpu_pct', 0):.0f} |"
+                f" {p['peak_rss_mib']['broker']:.0f} | {p['loadavg_before']} |"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _ints(text: str) -> list[int]:
+    return [int(v) for v in text.split(",") if v.strip()]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--curves", default="backlog,workers,types,replicas,payload")
+    parser.add_argument("--backlogs", type=_ints, default=_ints("10000,100000,1000000"))
+    parser.add_argument("--worker-counts", type=_ints, default=_ints("1,2,4,8,16"))
+    parser.add_argument("--type-counts", type=_ints, default=_ints("1,10,100,1000"))
+    parser.add_argument("--replica-counts", type=_ints, default=_ints("1,2,3"))
+    parser.add_argument(
+        "--payload-sizes", type=_ints, default=_ints("0,1024,16384,65536,262144,1048576")
+    )
+    parser.add_argument("--workers", type=int, default=2, help="worker processes (most curves)")
+    parser.add_argument("--concurrency", type=int, default=64, help="per worker process")
+    parser.add_argument("--drain-tasks", type=int, default=20_000, help="tasks timed per point")
+    parser.add_argument(
+        "--base-backlog", type=int, default=20_000, help="backlog of the workers/replicas curves"
+    )
+    parser.add_argument("--type-backlog", type=int, default=100_000, help="backlog, types curve")
+    parser.add_argument("--load-clients", type=int, default=4, help="batch requests in flight")
+    parser.add_argument("--rest-probes", type=int, default=50)
+    parser.add_argument("--probe-rate", type=float, default=10.0, help="claims/s under load")
+    parser.add_argument("--probe-max-tasks", type=int, default=1)
+    parser.add_argument("--drain-timeout", type=float, default=300.0)
+    parser.add_argument("--payload-clients", type=int, default=16)
+    parser.add_argument("--payload-seconds", type=float, default=5.0)
+    parser.add_argument("--no-plot", action="store_true", help="skip the PNGs")
+    parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
+    parser.add_argument(
+        "--no-snapshot", action="store_true", help="run the live tree, not a copy taken at start"
+    )
+    parser.add_argument("--name", default="curves", help="results/<name>.json|md|-*.png")
+    args = parser.parse_args()
+    curves = [c.strip() for c in args.curves.split(",") if c.strip()]
+    unknown = set(curves) - {"backlog", "workers", "types", "replicas", "payload"}
+    if unknown:
+        parser.error(f"unknown curve(s): {', '.join(sorted(unknown))}")
+
+    env = environment()
+    env["code"] = snapshot_sources(not args.no_snapshot)
+    if not worker_available():
+        print("tq-worker is not available; nothing to run", file=sys.stderr)
+        return 2
+    print(f"bench_curves: {', '.join(curves)}\n  {env['uptime_at_start']}", flush=True)
+    points: list[dict[str, Any]] = []
+    for curve in curves:
+        if curve == "backlog":
+            points += [drain_point(curve, n, args, backlog=n) for n in args.backlogs]
+        elif curve == "workers":
+            points += [
+                drain_point(curve, w, args, backlog=args.base_backlog, processes=w)
+                for w in args.worker_counts
+            ]
+        elif curve == "types":
+            points += [
+                drain_point(curve, t, args, backlog=args.type_backlog, types=t)
+                for t in args.type_counts
+            ]
+        elif curve == "replicas":
+            points += [
+                drain_point(curve, r, args, backlog=args.base_backlog, replicas=r)
+                for r in args.replica_counts
+            ]
+        else:
+            points += payload_curve(args)
+    summary = {
+        "benchmark": "bench_curves",
+        "name": args.name,
+        "command": "bench/bench_curves.py " + " ".join(sys.argv[1:]),
+        "environment": env,
+        "uptime_at_end": uptime(),
+        "config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "points": points,
+    }
+    args.results_dir.mkdir(parents=True, exist_ok=True)
+    path = args.results_dir / f"{args.name}.json"
+    path.write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    (args.results_dir / f"{args.name}.md").write_text(markdown(summary) + "\n")
+    print(f"\n{markdown(summary)}\n  wrote {path}")
+    if not args.no_plot:
+        from curves_plot import plot
+
+        for png in plot(path):
+            print(f"  wrote {png}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
