@@ -35,6 +35,9 @@ REPO = BENCH_DIR.parent
 RESULTS_DIR = BENCH_DIR / "results"
 VENV_BIN = Path(sys.executable).parent
 BROKER_BIN = str(VENV_BIN / "tq-broker")
+# No metrics or gRPC listener: their fixed default ports would collide between brokers running
+# side by side (replicas; other people's brokers on a shared machine).
+QUIET_PORTS = {"TQ_METRICS_PORT": "0", "TQ_GRPC_PORT": "0"}
 WORKER_BIN = str(VENV_BIN / "tq-worker")
 
 

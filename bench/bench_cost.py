@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from _common import (
+    QUIET_PORTS,
     RESULTS_DIR,
     Broker,
     RawHttpClient,
@@ -47,7 +48,6 @@ from _common import (
     workers,
 )
 
-QUIET_PORTS = {"TQ_METRICS_PORT": "0", "TQ_GRPC_PORT": "0"}
 TASK_TYPE = "t0000"
 
 

@@ -33,112 +33,39 @@ Writes results/<name>.json and results/<name>.md (summaries, committed), results
 from __future__ import annotations
 
 import argparse
-import asyncio
 import base64
 import contextlib
 import json
 import os
-import signal
-import subprocess
 import sys
-import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from _claim_probe import Probe, latency_summary
 from _common import (
-    BROKER_BIN,
     RESULTS_DIR,
-    Broker,
     CpuMeter,
     RawHttpClient,
     RssSampler,
     environment,
-    free_port,
     http_json,
-    http_status,
     loadavg,
-    percentile,
     postgres_processes,
-    run_async,
     run_raw_load,
     snapshot_sources,
     uptime,
     worker_available,
     workers,
 )
+from _replicas import broker_processes, cluster
 
 DRAIN_TYPE = "t0000"
-# No metrics or gRPC listener: their fixed default ports would collide between replicas (and
-# with other people's brokers on a shared machine).
-QUIET_PORTS = {"TQ_METRICS_PORT": "0", "TQ_GRPC_PORT": "0"}
 
 
 def type_name(i: int) -> str:
     return f"t{i:04d}"
-
-
-# -- brokers ----------------------------------------------------------------------------------
-
-
-class Replica:
-    """An extra `tq-broker` on the first broker's PostgreSQL (--database-url)."""
-
-    def __init__(self, database_url: str, log: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._log = open(log, "ab")  # noqa: SIM115
-        cmd = [BROKER_BIN, "--port", str(self.port), "--database-url", database_url]
-        env = {**os.environ, "TQ_AUTH": "off", **QUIET_PORTS}
-        self.proc = subprocess.Popen(
-            [*cmd, "--log-level", "warning"], stdout=self._log, stderr=subprocess.STDOUT, env=env
-        )
-        deadline = time.monotonic() + 120
-        while http_status(self.url + "/health") != 200:
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"replica did not start; see {log}")
-            time.sleep(0.1)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(40)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        self._log.close()
-
-
-@contextlib.contextmanager
-def cluster(replicas: int, env: dict[str, str] | None = None) -> Iterator[tuple[Broker, list[str]]]:
-    """A broker with its embedded PostgreSQL plus replicas-1 more on the same database."""
-    broker = Broker(env={**QUIET_PORTS, **(env or {})}).start()
-    extra: list[Replica] = []
-    try:
-        assert broker.tmp is not None
-        for i in range(1, replicas):
-            extra.append(Replica(broker.database_url(), broker.tmp / f"replica-{i}.log"))
-        yield broker, [broker.url, *(r.url for r in extra)]
-    finally:
-        for r in extra:
-            r.stop()
-        broker.stop()
-
-
-def broker_processes(broker: Broker, urls: list[str]) -> list[Any]:
-    """The broker processes: the first one and every replica (children of this script)."""
-    import psutil
-
-    assert broker.proc is not None
-    procs = [psutil.Process(broker.proc.pid)]
-    for child in psutil.Process().children():
-        with contextlib.suppress(psutil.Error):
-            if child.pid != broker.proc.pid and "--database-url" in child.cmdline():
-                procs.append(child)
-    return procs
 
 
 # -- load -------------------------------------------------------------------------------------
@@ -164,97 +91,6 @@ def bulk_load(url: str, types: int, n: int, clients: int, payload: bytes = b"") 
     if done != n:
         raise RuntimeError(f"loaded {done} of {n} tasks")
     return n / (time.monotonic() - t0)
-
-
-class Probe(threading.Thread):
-    """A registered worker of DRAIN_TYPE that times claims (wait 0) and completes what it gets."""
-
-    def __init__(self, url: str, max_tasks: int, rate: float) -> None:
-        super().__init__(daemon=True)
-        host, port = url.removeprefix("http://").split(":")
-        self.host, self.port = host, int(port)
-        self.max_tasks, self.rate = max_tasks, rate
-        self.worker_id = f"curves-probe-{os.getpid()}-{time.monotonic_ns()}"
-        self.claim_ms: list[float] = []
-        self.misses = 0
-        self.errors: list[str] = []
-        self._halt = threading.Event()
-
-    def _raw(self, path: str, body: Any) -> bytes:
-        data = json.dumps(body).encode()
-        return RawHttpClient.build("POST", path, f"{self.host}:{self.port}", data)
-
-    async def _register(self, client: RawHttpClient) -> None:
-        body = {"worker_id": self.worker_id, "task_types": [DRAIN_TYPE], "concurrency": 1}
-        status, answer = await client.request(self._raw("/api/v1/workers", body))
-        if status != 201:
-            raise RuntimeError(f"probe register {status}: {answer[:200]!r}")
-
-    async def _one(self, client: RawHttpClient) -> None:
-        claim = {"worker_id": self.worker_id, "max_tasks": self.max_tasks, "wait_seconds": 0}
-        t0 = time.perf_counter()
-        status, answer = await client.request(self._raw("/api/v1/tasks/claim", claim))
-        ms = (time.perf_counter() - t0) * 1000
-        if status != 200:
-            self.errors.append(f"claim {status}: {answer[:200]!r}")
-            return
-        self.claim_ms.append(ms)
-        tasks = json.loads(answer)["tasks"]
-        if not tasks:
-            self.misses += 1
-            return
-        done = {
-            "worker_id": self.worker_id,
-            "tasks": [{"task_id": t["task_id"], "lease_token": t["lease_token"]} for t in tasks],
-        }
-        status, answer = await client.request(self._raw("/api/v1/tasks/complete", done))
-        if status != 200:
-            self.errors.append(f"complete {status}: {answer[:200]!r}")
-
-    def at_rest(self, count: int) -> list[float]:
-        """`count` sequential claims before anything else runs."""
-
-        async def main() -> None:
-            client = RawHttpClient(self.host, self.port)
-            await self._register(client)
-            for _ in range(count):
-                await self._one(client)
-            await client.close()
-
-        run_async(main())
-        out, self.claim_ms = self.claim_ms, []
-        return out
-
-    def run(self) -> None:
-        async def main() -> None:
-            client = RawHttpClient(self.host, self.port)
-            await self._register(client)  # again: the same id, back online
-            next_at = time.perf_counter()
-            while not self._halt.is_set():
-                try:
-                    await self._one(client)
-                except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
-                    self.errors.append(repr(exc))
-                    await client.close()
-                    client = RawHttpClient(self.host, self.port)
-                next_at += 1.0 / self.rate
-                await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
-            await client.close()
-
-        run_async(main())
-
-    def stop(self) -> None:
-        self._halt.set()
-        self.join(30)
-
-
-def _ms(values: list[float]) -> dict[str, float]:
-    return {
-        "n": len(values),
-        "p50_ms": round(percentile(values, 50), 3),
-        "p99_ms": round(percentile(values, 99), 3),
-        "max_ms": round(max(values, default=float("nan")), 3),
-    }
 
 
 # -- one drain point --------------------------------------------------------------------------
@@ -283,7 +119,7 @@ def drain_point(
     with cluster(replicas) as (broker, urls):
         load_rate = bulk_load(urls[0], types, backlog, args.load_clients)
         load_before = loadavg()
-        probe = Probe(urls[0], args.probe_max_tasks, args.probe_rate)
+        probe = Probe(urls[0], DRAIN_TYPE, args.probe_max_tasks, args.probe_rate)
         rest = probe.at_rest(args.rest_probes)
         with psycopg.connect(broker.database_url(), autocommit=True) as conn:
             row = conn.execute(
@@ -291,7 +127,7 @@ def drain_point(
             ).fetchone()
         before = int(row[0]) if row else 0  # the rest probe's tasks: not part of the drain
         target = max(1, min(args.drain_tasks, of_type - before))
-        brokers = broker_processes(broker, urls)
+        brokers = broker_processes(broker)
         worker_procs: list[Any] = []
         groups = {
             "broker": lambda: brokers,
@@ -363,8 +199,8 @@ def drain_point(
         "timed_out": timed_out,
         "drain_seconds": round(seconds, 3),
         "drain_tasks_per_s": round(drained / seconds, 1) if seconds and seconds > 0 else None,
-        "claim_at_rest": _ms(rest),
-        "claim_under_load": _ms(probe.claim_ms),
+        "claim_at_rest": latency_summary(rest),
+        "claim_under_load": latency_summary(probe.claim_ms),
         "probe_misses": probe.misses,
         "probe_errors": probe.errors[:5],
         "cpu": cpu_use,

@@ -53,13 +53,14 @@ def test_cost_script_measures_every_phase(tmp_path: Path) -> None:
 def test_curves_script_writes_summary_and_raw_samples(tmp_path: Path) -> None:
     _run(
         "bench_curves.py",
-        *("--curves", "types,payload", "--type-counts", "2", "--type-backlog", "400"),
+        *("--curves", "types,replicas,payload", "--type-counts", "2", "--type-backlog", "400"),
+        *("--replica-counts", "2", "--base-backlog", "100"),
         *("--rest-probes", "5", "--workers", "1", "--concurrency", "8"),
         *("--payload-sizes", "0,4096", "--payload-seconds", "1", "--payload-clients", "2"),
         *("--results-dir", str(tmp_path), "--name", "curves-smoke", "--no-plot"),
     )
     summary = json.loads((tmp_path / "curves-smoke.json").read_text())
-    drain, *payload = summary["points"]
+    drain, replicas, *payload = summary["points"]
     assert drain["curve"] == "types" and drain["task_types"] == 2
     # Half the backlog is of the drained type; the rest probe took 5 of those 200 first.
     assert drain["drained"] == 195 and not drain["timed_out"]
@@ -67,6 +68,9 @@ def test_curves_script_writes_summary_and_raw_samples(tmp_path: Path) -> None:
     assert drain["claim_at_rest"]["n"] == 5
     assert drain["probe_errors"] == []
     assert drain["peak_rss_mib"]["workers"] > 0
+    # Two brokers on one PostgreSQL, the worker on the first: the 95 left after the probe.
+    assert replicas["replicas"] == 2 and replicas["drained"] == 95
+    assert replicas["peak_rss_mib"]["broker"] > drain["peak_rss_largest_process_mib"]["broker"]
     assert [p["payload_bytes"] for p in payload] == [0, 4096]
     assert all(p["errors"] == 0 and p["submits_per_s"] > 0 for p in payload)
     raw = json.loads((tmp_path / "raw" / "curves-smoke" / "types-2.json").read_text())
