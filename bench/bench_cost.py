@@ -13,7 +13,10 @@ Phases:
   single  --single-clients keep-alive clients POST /api/v1/tasks for --single-seconds;
   batch   --tasks tasks through POST /api/v1/tasks/batch (1000 a request, 2 in flight);
   drain   --workers tq-worker processes (--concurrency each) claim and complete every pending
-          task (both phases' tasks): the claim + complete side of a task's life.
+          task (both phases' tasks): the claim + complete side of a task's life;
+  cleanup the retention sweep's statement (queries.sql `task_delete_finished`, 1000 a batch)
+          deletes every finished task: the end of a task's life. Its CPU is PostgreSQL's only
+          (run from this script, as the leader's cleaner would run it).
 
     .venv/bin/python bench/bench_cost.py [--tasks 50000] [--single-seconds 10] [--workers 2]
 
@@ -235,9 +238,27 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 drain_workers_cpu.update(cpu_seconds(list(worker_procs)))
             return pending
 
+        def cleanup() -> int:
+            """The retention sweep's own statement (queries.sql task_delete_finished, batches
+            of 1000, as the leader's cleaner runs it), retention 0: every finished task."""
+            import psycopg
+
+            from tq_broker.queries import queries
+
+            statement = queries()["task_delete_finished"]
+            deleted = 0
+            with psycopg.connect(broker.database_url(), autocommit=True) as conn:
+                while True:
+                    cur = conn.execute(statement, {"retention_seconds": 0, "batch_size": 1000})
+                    if cur.rowcount <= 0:
+                        return deleted
+                    deleted += cur.rowcount
+
         measure("single", single)
         measure("batch", batch)
         measure("drain", drain)
+        after_drain = dict(broker.sql("SELECT status, count(*) FROM tq_tasks GROUP BY 1")[0])
+        measure("cleanup", cleanup)
         statuses = dict(broker.sql("SELECT status, count(*) FROM tq_tasks GROUP BY 1")[0])
         settings = dict(
             broker.sql(
@@ -248,7 +269,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         )
     finally:
         broker.stop()
-    return {"phases": phases, "final_statuses": statuses, "postgres_settings": settings}
+    return {
+        "phases": phases,
+        "statuses_after_drain": after_drain,
+        "final_statuses": statuses,
+        "postgres_settings": settings,
+    }
 
 
 def main() -> int:
@@ -282,7 +308,10 @@ def main() -> int:
     args.results_dir.mkdir(parents=True, exist_ok=True)
     path = args.results_dir / f"{args.name}.json"
     path.write_text(json.dumps(summary, indent=2, default=str) + "\n")
-    print(f"  final statuses: {result['final_statuses']}\n  {summary['uptime_at_end']}")
+    print(
+        f"  statuses after the drain: {result['statuses_after_drain']}; at the end: "
+        f"{result['final_statuses']}\n  {summary['uptime_at_end']}"
+    )
     print(f"  wrote {path}")
     return 0
 

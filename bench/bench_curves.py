@@ -96,6 +96,48 @@ def bulk_load(url: str, types: int, n: int, clients: int, payload: bytes = b"") 
 # -- one drain point --------------------------------------------------------------------------
 
 
+def claim_sql_at_rest(
+    database_url: str, worker_id: str, max_tasks: int, count: int
+) -> dict[str, Any]:
+    """The broker's own claim statement (queries.sql `task_claim`) for the probe's worker, under
+    EXPLAIN (ANALYZE, BUFFERS) in a transaction rolled back (nothing is claimed): PostgreSQL's
+    share of a claim, and the pages it touched — a count the machine's load cannot blur."""
+    import psycopg
+
+    from tq_broker.queries import queries
+
+    statement = "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + queries()["task_claim"]
+    params = {
+        "worker_id": worker_id,
+        "any_key": True,
+        "key_id": None,
+        "max_tasks": max_tasks,
+        "lease_ttl_seconds": 30,
+    }
+    times: list[float] = []
+    plan: dict[str, Any] = {}
+    with psycopg.connect(database_url) as conn:
+        for _ in range(count):
+            row = conn.execute(statement, params).fetchone()
+            conn.rollback()
+            assert row is not None
+            plan = row[0][0]
+            times.append(float(plan["Execution Time"]))
+    top = plan.get("Plan", {})
+    buffers = int(top.get("Shared Hit Blocks", 0)) + int(top.get("Shared Read Blocks", 0))
+    return {**latency_summary(times), "shared_buffers": buffers, "scans": _scans(top)}
+
+
+def _scans(node: dict[str, Any]) -> list[str]:
+    """The scan and sort nodes of a JSON plan, with their actual rows."""
+    out = []
+    if node.get("Node Type") in ("Index Scan", "Bitmap Heap Scan", "Seq Scan", "Sort"):
+        out.append(f"{node['Node Type']} ({node.get('Actual Rows', '?')} rows)")
+    for child in node.get("Plans", []):
+        out += _scans(child)
+    return out
+
+
 def drain_point(
     curve: str,
     x: int,
@@ -121,6 +163,9 @@ def drain_point(
         load_before = loadavg()
         probe = Probe(urls[0], DRAIN_TYPE, args.probe_max_tasks, args.probe_rate)
         rest = probe.at_rest(args.rest_probes)
+        claim_sql = claim_sql_at_rest(
+            broker.database_url(), probe.worker_id, args.probe_max_tasks, args.rest_probes
+        )
         with psycopg.connect(broker.database_url(), autocommit=True) as conn:
             row = conn.execute(
                 "SELECT count(*) FROM tq_tasks WHERE finished_at IS NOT NULL"
@@ -201,6 +246,7 @@ def drain_point(
         "drain_tasks_per_s": round(drained / seconds, 1) if seconds and seconds > 0 else None,
         "claim_at_rest": latency_summary(rest),
         "claim_under_load": latency_summary(probe.claim_ms),
+        "claim_sql_at_rest": claim_sql,
         "probe_misses": probe.misses,
         "probe_errors": probe.errors[:5],
         "cpu": cpu_use,
@@ -218,7 +264,8 @@ def drain_point(
         f"    drain {point['drain_tasks_per_s']} tasks/s ({drained:,} in {seconds:.1f} s"
         f"{', TIMED OUT' if timed_out else ''}); claim p50/p99 at rest "
         f"{point['claim_at_rest']['p50_ms']}/{point['claim_at_rest']['p99_ms']} ms, under load "
-        f"{point['claim_under_load']['p50_ms']}/{point['claim_under_load']['p99_ms']} ms; "
+        f"{point['claim_under_load']['p50_ms']}/{point['claim_under_load']['p99_ms']} ms; SQL "
+        f"{claim_sql['p50_ms']}/{claim_sql['p99_ms']} ms, {claim_sql['shared_buffers']} buffers; "
         f"RSS broker {point['peak_rss_mib']['broker']} workers {point['peak_rss_mib']['workers']}"
         f" pg {point['peak_rss_mib']['postgres']} MiB; cpu {cpu_use} | load {loadavg()}",
         flush=True,
@@ -299,8 +346,9 @@ def markdown(summary: dict[str, Any]) -> str:
         lines += [
             "| curve | x | backlog | types | worker procs | replicas | drain tasks/s |"
             " claim p50 / p99 at rest (ms) | claim p50 / p99 under load (ms) |"
+            " claim SQL p50 (ms), buffers |"
             " peak RSS broker / workers / pg (MiB) | CPU % broker / workers / pg | load before |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for p in drain_rows:
             rest, busy, rss, cpu = (
@@ -317,6 +365,7 @@ def markdown(summary: dict[str, Any]) -> str:
                 f" {p['worker_processes']} | {p['replicas']} | {rate} ({p['drained']:,} tasks) |"
                 f" {rest['p50_ms']:.1f} / {rest['p99_ms']:.1f} |"
                 f" {busy['p50_ms']:.1f} / {busy['p99_ms']:.1f} |"
+                f" {_sql_cell(p)} |"
                 f" {rss['broker']:.0f} / {rss['workers']:.0f} / {rss['postgres']:.0f} |"
                 f" {cpu['broker_cpu_pct']:.0f} / {cpu['workers_cpu_pct']:.0f} /"
                 f" {cpu['postgres_cpu_pct']:.0f} | {p['loadavg_before']} |"
@@ -339,6 +388,11 @@ def markdown(summary: dict[str, Any]) -> str:
             )
         lines.append("")
     return "\n".join(lines)
+
+
+def _sql_cell(point: dict[str, Any]) -> str:
+    sql = point.get("claim_sql_at_rest")
+    return "—" if sql is None else f"{sql['p50_ms']:.2f}, {sql['shared_buffers']:,}"
 
 
 def _ints(text: str) -> list[int]:

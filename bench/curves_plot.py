@@ -41,7 +41,8 @@ def _drain_figure(curve: str, points: list[dict[str, Any]], title: str, out: Pat
 
     xs = [p["x"] for p in points]
     log_x = max(xs) / max(min(xs), 1) >= 50
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    with_sql = any("claim_sql_at_rest" in p for p in points)
+    fig, axes = plt.subplots(1, 4 if with_sql else 3, figsize=(20 if with_sql else 15, 4.2))
     ax = axes[0]
     ax.plot(xs, _series(points, lambda p: p["drain_tasks_per_s"]), "o-", label="drain")
     ax.set_ylabel("tasks/s")
@@ -56,9 +57,16 @@ def _drain_figure(curve: str, points: list[dict[str, Any]], title: str, out: Pat
                 marker + style,
                 label=f"{q[:3]} {key.removeprefix('claim_').replace('_', ' ')}",
             )
+    if with_sql:
+        ax.plot(
+            xs,
+            _series(points, lambda p: p["claim_sql_at_rest"]["p50_ms"]),
+            "^:",
+            label="p50 SQL statement at rest",
+        )
     ax.set_ylabel("ms")
     ax.set_yscale("log")
-    ax.set_title("claim latency (probe, HTTP)")
+    ax.set_title("claim latency (probe: HTTP; and the SQL alone)")
     ax = axes[2]
     for group, label in (
         ("broker", "brokers (sum)"),
@@ -74,6 +82,17 @@ def _drain_figure(curve: str, points: list[dict[str, Any]], title: str, out: Pat
     )
     ax.set_ylabel("MiB (peak; shared buffers counted in each pg process)")
     ax.set_title("peak RSS")
+    if with_sql:
+        ax = axes[3]
+        ax.plot(
+            xs,
+            _series(points, lambda p: p["claim_sql_at_rest"]["shared_buffers"]),
+            "o-",
+            label="buffers (hit + read)",
+        )
+        ax.set_yscale("log")
+        ax.set_ylabel("8 KiB pages")
+        ax.set_title("pages one claim statement touches (EXPLAIN BUFFERS)")
     for ax in axes:
         ax.set_xlabel(XLABEL.get(curve, curve))
         if log_x:

@@ -34,14 +34,18 @@ def test_cost_script_measures_every_phase(tmp_path: Path) -> None:
     )
     summary = json.loads((tmp_path / "cost-smoke.json").read_text())
     phases = summary["phases"]
-    assert set(phases) == {"single", "batch", "drain"}
+    assert set(phases) == {"single", "batch", "drain", "cleanup"}
     assert phases["batch"]["tasks"] == 300
     # The drain took every task both submit phases queued, and each one completed.
     assert phases["drain"]["tasks"] == phases["single"]["tasks"] + 300
-    assert summary["final_statuses"] == {"completed": phases["drain"]["tasks"]}
+    assert summary["statuses_after_drain"] == {"completed": phases["drain"]["tasks"]}
+    # ... and the retention sweep deleted every one of them.
+    assert phases["cleanup"]["tasks"] == phases["drain"]["tasks"]
+    assert summary["final_statuses"] == {}
     for name, phase in phases.items():
         per = phase["per_task"]
-        assert per["broker_cpu_us"] > 0, name
+        if name != "cleanup":  # the script runs the sweep's statement, not the broker
+            assert per["broker_cpu_us"] > 0, name
         assert per["postgres_cpu_us"] > 0, name
         assert per["wal_bytes"] > 0, name  # every phase writes rows
         assert per["commits"] > 0, name
@@ -66,6 +70,8 @@ def test_curves_script_writes_summary_and_raw_samples(tmp_path: Path) -> None:
     assert drain["drained"] == 195 and not drain["timed_out"]
     assert drain["drain_tasks_per_s"] > 0
     assert drain["claim_at_rest"]["n"] == 5
+    # The claim statement under EXPLAIN ANALYZE, rolled back: it read pages, claimed nothing.
+    assert drain["claim_sql_at_rest"]["n"] == 5 and drain["claim_sql_at_rest"]["shared_buffers"] > 0
     assert drain["probe_errors"] == []
     assert drain["peak_rss_mib"]["workers"] > 0
     # Two brokers on one PostgreSQL, the worker on the first: the 95 left after the probe.
@@ -90,6 +96,7 @@ def test_curves_plot_draws_one_png_per_curve(tmp_path: Path) -> None:
         "drain_tasks_per_s": 10.0,
         "claim_at_rest": {"p50_ms": 1.0, "p99_ms": 2.0},
         "claim_under_load": {"p50_ms": 1.5, "p99_ms": 3.0},
+        "claim_sql_at_rest": {"p50_ms": 0.2, "shared_buffers": 12},
         "peak_rss_mib": {"broker": 70.0, "workers": 50.0, "postgres": 200.0},
         "peak_rss_largest_process_mib": {"workers": 50.0},
         "loadavg_before": "1.0",
@@ -118,3 +125,16 @@ def test_curves_plot_draws_one_png_per_curve(tmp_path: Path) -> None:
     written = plot(path)
     assert sorted(p.name for p in written) == ["plot-smoke-payload.png", "plot-smoke-workers.png"]
     assert all(p.read_bytes().startswith(b"\x89PNG") for p in written)
+
+
+def test_commit_ceiling_script_measures_both_modes(tmp_path: Path) -> None:
+    _run(
+        "bench_commit_ceiling.py",
+        *("--sessions", "1,2", "--seconds", "0.5"),
+        *("--results-dir", str(tmp_path), "--name", "ceiling-smoke"),
+    )
+    summary = json.loads((tmp_path / "ceiling-smoke.json").read_text())
+    points = [(p["mode"], p["sessions"]) for p in summary["points"]]
+    assert points == [("notify", 1), ("no_notify", 1), ("notify", 2), ("no_notify", 2)]
+    assert all(p["commits"] > 0 and p["errors"] == [] for p in summary["points"])
+    assert summary["postgres_settings"]["fsync"] == "on"
