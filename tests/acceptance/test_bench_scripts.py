@@ -93,6 +93,7 @@ def test_curves_plot_draws_one_png_per_curve(tmp_path: Path) -> None:
         sys.path.remove(str(BENCH))
     point = {
         "x": 1,
+        "drained": 100,
         "drain_tasks_per_s": 10.0,
         "claim_at_rest": {"p50_ms": 1.0, "p99_ms": 2.0},
         "claim_under_load": {"p50_ms": 1.5, "p99_ms": 3.0},
