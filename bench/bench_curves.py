@@ -123,9 +123,21 @@ def claim_sql_at_rest(
             assert row is not None
             plan = row[0][0]
             times.append(float(plan["Execution Time"]))
+        # What the planner knew: the plan follows the statistics, not the table's size.
+        stats = conn.execute(
+            "SELECT n_mod_since_analyze, (last_analyze IS NOT NULL OR last_autoanalyze IS NOT"
+            " NULL), autoanalyze_count FROM pg_stat_user_tables WHERE relname = 'tq_tasks'"
+        ).fetchone()
     top = plan.get("Plan", {})
     buffers = int(top.get("Shared Hit Blocks", 0)) + int(top.get("Shared Read Blocks", 0))
-    return {**latency_summary(times), "shared_buffers": buffers, "scans": _scans(top)}
+    return {
+        **latency_summary(times),
+        "shared_buffers": buffers,
+        "scans": _scans(top),
+        "rows_modified_since_analyze": stats[0] if stats else None,
+        "ever_analyzed": stats[1] if stats else None,
+        "autoanalyze_count": stats[2] if stats else None,
+    }
 
 
 def _scans(node: dict[str, Any]) -> list[str]:
