@@ -1,20 +1,18 @@
 """Several brokers on one PostgreSQL for the benchmarks: the first (bench `Broker`) starts the
 embedded server; the others are the shared harness's `BrokerProcess` (tests/support) given its
---database-url. None has a metrics or gRPC listener (QUIET_PORTS).
+--database-url. None has a metrics or gRPC listener (BrokerProcess turns them off), so they
+cannot collide with each other or with other brokers on the machine.
 """
 
 from __future__ import annotations
 
 import contextlib
-import sys
 from collections.abc import Iterator
 from typing import Any
 
-from _common import QUIET_PORTS, REPO, Broker
+from _common import Broker
 
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
+# Importable: _common put the repository on the path.
 from tests.support.processes import BrokerProcess
 
 
@@ -22,7 +20,7 @@ from tests.support.processes import BrokerProcess
 def cluster(replicas: int, env: dict[str, str] | None = None) -> Iterator[tuple[Broker, list[str]]]:
     """A broker with its embedded PostgreSQL plus replicas-1 more on the same database; yields
     the first and every replica's URL (the first's first)."""
-    broker = Broker(env={**QUIET_PORTS, **(env or {})}).start()
+    broker = Broker(env=dict(env or {})).start()
     extra: list[BrokerProcess] = []
     try:
         assert broker.tmp is not None

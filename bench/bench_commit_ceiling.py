@@ -27,7 +27,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from _common import QUIET_PORTS, RESULTS_DIR, Broker, environment, loadavg, snapshot_sources, uptime
+from _common import RESULTS_DIR, Broker, environment, loadavg, snapshot_sources, uptime
 
 INSERT = (
     "INSERT INTO tq_tasks (task_id, task_type, payload, priority, timeout_seconds, max_retries)"
@@ -84,7 +84,7 @@ def main() -> int:
     env["code"] = snapshot_sources(not args.no_snapshot)
     print(f"bench_commit_ceiling\n  {env['uptime_at_start']}", flush=True)
     points = []
-    with Broker(env=QUIET_PORTS) as broker:
+    with Broker() as broker:
         url = broker.database_url()
         for sessions in [int(s) for s in args.sessions.split(",") if s.strip()]:
             # Alternated per session count, so drifting load hits both modes alike.

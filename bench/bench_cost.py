@@ -37,7 +37,6 @@ from pathlib import Path
 from typing import Any
 
 from _common import (
-    QUIET_PORTS,
     RESULTS_DIR,
     Broker,
     RawHttpClient,
@@ -134,7 +133,7 @@ class Reading:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     import psutil
 
-    broker = Broker(env=QUIET_PORTS).start()
+    broker = Broker().start()
     try:
         assert broker.proc is not None
         bp = psutil.Process(broker.proc.pid)
