@@ -105,6 +105,7 @@ def claim_sql_at_rest(
     import psycopg
 
     from tq_broker.queries import queries
+    from tq_client.models import ATTEMPTS_KEPT
 
     statement = "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + queries()["task_claim"]
     params = {
@@ -113,6 +114,7 @@ def claim_sql_at_rest(
         "key_id": None,
         "max_tasks": max_tasks,
         "lease_ttl_seconds": 30,
+        "attempts_kept": ATTEMPTS_KEPT,
     }
     times: list[float] = []
     plan: dict[str, Any] = {}

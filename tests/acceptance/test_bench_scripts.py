@@ -44,14 +44,16 @@ def test_cost_script_measures_every_phase(tmp_path: Path) -> None:
     assert summary["final_statuses"] == {}
     for name, phase in phases.items():
         per = phase["per_task"]
-        if name != "cleanup":  # the script runs the sweep's statement, not the broker
-            assert per["broker_cpu_us"] > 0, name
-        assert per["postgres_cpu_us"] > 0, name
         assert per["wal_bytes"] > 0, name  # every phase writes rows
         assert per["commits"] > 0, name
-    # Inserting grows the table; the drain's workers used CPU.
+    # CPU times come in 10 ms ticks: a 300-task batch can cost PostgreSQL less than one, so
+    # only the phases that last seconds at this size are held to having used CPU.
+    drain = phases["drain"]["per_task"]
+    assert drain["broker_cpu_us"] > 0 and drain["postgres_cpu_us"] > 0
+    assert drain["workers_cpu_us"] > 0
+    assert phases["single"]["per_task"]["broker_cpu_us"] > 0
+    # Inserting grows the table.
     assert phases["batch"]["per_task"]["heap_bytes_growth"] > 0
-    assert phases["drain"]["per_task"]["workers_cpu_us"] > 0
 
 
 def test_curves_script_writes_summary_and_raw_samples(tmp_path: Path) -> None:
