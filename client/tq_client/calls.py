@@ -16,6 +16,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from tq_client.errors import InvalidRequest, TaskQueueError, error_from_response
 from tq_client.models import (
+    AbortTaskResponse,
     CreatedKey,
     CreateKeyRequest,
     Health,
@@ -188,6 +189,11 @@ def get_call(task_id: UUID | str) -> Call[TaskDetail]:
 
 def cancel_call(task_id: UUID | str) -> Call[None]:
     return Call("DELETE", f"/api/v1/tasks/{_segment(task_id)}", _nothing, frozenset({204}))
+
+
+def abort_call(task_id: UUID | str) -> Call[AbortTaskResponse]:
+    path = f"/api/v1/tasks/{_segment(task_id)}/abort"
+    return Call("POST", path, _model(AbortTaskResponse), frozenset({200, 202}))
 
 
 def requeue_call(task_id: UUID | str) -> Call[SubmitTaskResponse]:
