@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import psycopg
 
-from .audit import install, read_transitions
+from ..support.audit import install, read_transitions
 
 
 def test_the_audit_trail_records_whether_an_abort_was_on_record(database_url: str) -> None:
