@@ -12,7 +12,7 @@ break: a 409 on complete/fail/release means every lease of the batch was stale; 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
 import httpx
@@ -33,6 +33,7 @@ from tq_client.protocol import (
     RegisterWorkerRequest,
     RegisterWorkerResponse,
     ReleaseRequest,
+    TaskTypeOptions,
 )
 from tq_worker.backoff import Backoff
 
@@ -138,13 +139,18 @@ class BrokerClient:
         await self._heartbeat_http.aclose()
 
     async def register(
-        self, task_types: Sequence[str], concurrency: int, prefetch: int | None = None
+        self,
+        task_types: Sequence[str],
+        concurrency: int,
+        prefetch: int | None = None,
+        task_options: Mapping[str, TaskTypeOptions] | None = None,
     ) -> RegisterWorkerResponse:
         body = RegisterWorkerRequest(
             worker_id=self.worker_id,
             task_types=list(task_types),
             concurrency=concurrency,
             prefetch=prefetch,
+            task_options=dict(task_options or {}),
         )
         response = await self._send(self._http, "POST", "/api/v1/workers", body)
         _raise_for_status(response)

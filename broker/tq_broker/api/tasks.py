@@ -24,6 +24,7 @@ from tq_client.models import (
     SubmitBatchResponse,
     SubmitTaskRequest,
     SubmitTaskResponse,
+    TaskAttempt,
     TaskDetail,
     TaskStatus,
     TaskSummary,
@@ -33,6 +34,7 @@ router = APIRouter(prefix="/api/v1/tasks", tags=["tasks"], route_class=OffLoopJs
 
 IDEMPOTENCY_KEY_PATTERN = re.compile(r"^[\x21-\x7e]{1,255}$")
 _task_list_json = TypeAdapter(list[TaskSummary])
+_attempt_list_json = TypeAdapter(list[TaskAttempt])
 
 
 @router.post(
@@ -101,6 +103,17 @@ for _action in ("batch", "claim", "complete", "fail", "release"):
 )
 async def get_task(task_id: UUID, store: StoreDep) -> Response:
     return json_response(await store.task_get(task_id))
+
+
+@router.get(
+    "/{task_id}/attempts",
+    dependencies=[requires(Permission.READ_TASKS)],
+    response_model=list[TaskAttempt],
+    responses=ERROR_RESPONSES,
+    summary="A task's attempts, oldest first (the last 50)",
+)
+async def task_attempts(task_id: UUID, store: StoreDep) -> Response:
+    return json_response(_attempt_list_json.dump_json(await store.task_attempts(task_id)))
 
 
 @router.get(

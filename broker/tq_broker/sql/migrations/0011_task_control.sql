@@ -17,12 +17,13 @@ CREATE FUNCTION tq_ended_attempt(
     aborted boolean, current_run_at timestamptz,
     retries_done integer, max_retries integer, retryable boolean,
     backoff_base_seconds double precision, backoff_cap_seconds double precision,
+    retry_delay_seconds double precision,
     OUT status text, OUT retry_count integer, OUT run_at timestamptz, OUT finished_at timestamptz
 ) LANGUAGE sql VOLATILE AS $$
     SELECT 'cancelled', retries_done, current_run_at, now() WHERE aborted
     UNION ALL
     SELECT a.status, a.retry_count, a.run_at, a.finished_at
-    FROM tq_failed_attempt(retries_done, max_retries, retryable,
-                           backoff_base_seconds, backoff_cap_seconds) AS a
+    FROM tq_failed_attempt(retries_done, max_retries, retryable, backoff_base_seconds,
+                           backoff_cap_seconds, retry_delay_seconds) AS a
     WHERE NOT aborted
 $$;
