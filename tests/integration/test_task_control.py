@@ -130,6 +130,22 @@ def test_an_aborted_task_ends_cancelled_whatever_its_worker_reports_and_is_not_r
     assert claim(api) == []  # no retry
 
 
+def test_a_task_aborted_while_claimed_but_not_started_is_cancelled_by_its_release(
+    api: TestClient,
+) -> None:
+    """A draining worker hands back what never started: an aborted one is not pending again."""
+    register(api)
+    task, other = running(api), running(api)
+    assert abort(api, task["task_id"]).status_code == 202
+    response = api.post(
+        "/api/v1/tasks/release", json={"worker_id": WORKER, "tasks": [lease(task), lease(other)]}
+    )
+    assert response.status_code == 200, response.text
+    assert get(api, task["task_id"])["status"] == "cancelled"
+    assert get(api, other["task_id"])["status"] == "pending"
+    assert [t["task_id"] for t in claim(api)] == [other["task_id"]]
+
+
 def test_a_finished_task_cannot_be_aborted_and_an_unknown_one_is_not_found(
     api: TestClient,
 ) -> None:

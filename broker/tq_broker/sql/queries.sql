@@ -345,20 +345,25 @@ WITH failed AS (
 SELECT task_id, task_type, status, updated_at, aborted_at, aborted_by FROM failed;
 
 -- task_release_many --
--- Hand back claimed tasks that never started: pending again, no attempt counted.
+-- Hand back claimed tasks that never started: pending again, no attempt counted; a task asked
+-- to abort meanwhile is cancelled instead.
 WITH released AS (
     UPDATE tq_tasks AS t
-    SET status = 'pending', lease_token = NULL, lease_expires_at = NULL, claimed_at = NULL,
+    SET status = CASE WHEN t.abort_requested_at IS NULL THEN 'pending' ELSE 'cancelled' END,
+        finished_at = CASE WHEN t.abort_requested_at IS NULL THEN NULL ELSE now() END,
+        lease_token = NULL, lease_expires_at = NULL, claimed_at = NULL,
         worker_id = NULL, updated_at = now()
     FROM unnest(%(task_ids)s::uuid[], %(lease_tokens)s::uuid[]) AS r(task_id, lease_token)
     WHERE t.task_id = r.task_id AND t.lease_token = r.lease_token AND t.status = 'in_progress'
     RETURNING t.task_id, t.task_type, t.status, t.updated_at, t.attempts
 ), closed AS (
-    UPDATE tq_task_attempts AS a SET finished_at = now(), outcome = 'released'
+    UPDATE tq_task_attempts AS a
+    SET finished_at = now(),
+        outcome = CASE WHEN r.status = 'cancelled' THEN 'cancelled' ELSE 'released' END
     FROM released AS r WHERE a.task_id = r.task_id AND a.attempt = r.attempts
 ), notified AS (
     SELECT pg_notify('tq_task_ready', task_type || ' ' || count(*)) FROM released
-    GROUP BY task_type
+    WHERE status = 'pending' GROUP BY task_type
 )
 SELECT task_id, task_type, status, updated_at, (SELECT count(*) FROM notified) AS notified
 FROM released;
