@@ -154,13 +154,16 @@ class EventPublisher:
         self._buffer: list[TaskEvent] = []
         self._pending = asyncio.Event()
 
-    async def publish_rows(self, rows: Iterable[Mapping[str, Any]]) -> None:
+    async def publish_rows(
+        self, rows: Iterable[Mapping[str, Any]], transitions: bool = True
+    ) -> None:
         """Queue the changes a committed statement returned (task_id, task_type, status,
-        updated_at)."""
+        updated_at). `transitions=False`: the status did not change (progress, an abort
+        request), so the transition counters do not count them."""
         rows = list(rows)
         if not rows:
             return
-        if self._on_change is not None:
+        if self._on_change is not None and transitions:
             self._on_change(rows)
         if len(self._buffer) < BUFFER_MAX:
             self._buffer.extend(TaskEvent.from_row(r) for r in rows)

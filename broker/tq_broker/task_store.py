@@ -229,7 +229,7 @@ class TaskStore:
         answer as the first did (who and when are kept); a finished task is a Conflict."""
         row = await self._db.fetch_one("task_abort", {"task_id": task_id, "aborted_by": aborted_by})
         if row is not None:
-            await self._events.publish_rows([row])
+            await self._events.publish_rows([row], transitions=row["status"] == "cancelled")
             return AbortTaskResponse.model_validate(row)
         current = await self._db.fetch_one("task_status", {"task_id": task_id})
         if current is None:

@@ -146,7 +146,9 @@ class WorkerStore:
                     f"concurrency + prefetch); this one has {len(beat.leases)}"
                 )
             rows = await self._renew_leases(tx, worker_id, beat) if beat.leases else []
-        await self._events.publish_rows([row for row in rows if row["progressed"]])
+        await self._events.publish_rows(
+            [row for row in rows if row["progressed"]], transitions=False
+        )
         renewed = {row["task_id"] for row in rows}
         held = [lease.task_id for lease in beat.leases]
         return HeartbeatResponse(

@@ -4,6 +4,7 @@ an aborted task ends cancelled whatever its worker reports (or if it dies), neve
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import psycopg
@@ -283,12 +284,29 @@ def test_events_carry_progress_and_the_abort_through_the_notify_round_trip() -> 
     assert [e for p in payloads for e in decode_events(p)] == events
 
 
-async def test_a_heartbeat_with_progress_publishes_an_event_with_it(database_url: str) -> None:
-    published: list[list[Any]] = []
+class RecordingPublisher(EventPublisher):
+    """The replica's publisher, remembering what passed through it."""
+
+    def __init__(self, connector: Connector) -> None:
+        super().__init__(connector, on_change=lambda rows: self.counted.extend(rows))
+        self.published: list[Mapping[str, Any]] = []
+        self.counted: list[Mapping[str, Any]] = []
+
+    async def publish_rows(
+        self, rows: Iterable[Mapping[str, Any]], transitions: bool = True
+    ) -> None:
+        rows = list(rows)
+        self.published.extend(rows)
+        await super().publish_rows(rows, transitions)
+
+
+async def test_a_heartbeat_with_progress_publishes_an_event_that_is_not_a_transition(
+    database_url: str,
+) -> None:
     connector = Connector(ConnectorConfig(database_url, min_connections=1))
     await connector.open()
     try:
-        events = EventPublisher(connector, on_change=lambda rows: published.append(list(rows)))
+        events = RecordingPublisher(connector)
         store = WorkerStore(connector, LeaseConfig(), events)
         await store.worker_register(
             RegisterWorkerRequest(worker_id=WORKER, task_types=["slow"], concurrency=1)
@@ -299,15 +317,17 @@ async def test_a_heartbeat_with_progress_publishes_an_event_with_it(database_url
                 " max_retries) VALUES (gen_random_uuid(), 'slow', '', 100, 300, 0)"
             )
         (task,) = (await store.task_claim(WORKER, 1)).tasks
-        published.clear()
+        events.published.clear()
+        events.counted.clear()
         held = Lease(task_id=task.task_id, lease_token=task.lease_token)
         await store.worker_heartbeat(WORKER, HeartbeatRequest(leases=[held]))
-        assert published == []  # a plain renewal is no event
+        assert events.published == []  # a plain renewal is no event
         report = ProgressReport(task_id=task.task_id, fraction=0.75, message="three quarters")
         await store.worker_heartbeat(WORKER, HeartbeatRequest(leases=[held], progress=[report]))
-        (rows,) = published
-        event = TaskEvent.from_row(rows[0])
+        (row,) = events.published
+        event = TaskEvent.from_row(row)
         assert event.status == "in_progress"
         assert event.progress is not None and event.progress[:2] == (0.75, "three quarters")
+        assert events.counted == []  # the transition counters (metrics) saw no status change
     finally:
         await connector.close()
