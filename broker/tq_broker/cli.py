@@ -32,6 +32,7 @@ from tq_broker.http_protocol import protocol_with_deadlines
 from tq_broker.keys import ApiKeyStore, Permission
 from tq_broker.migrations import migrate
 from tq_broker.settings import BrokerSettings
+from tq_client.logs import add_logging_arguments, configure_from_arguments, uvicorn_log_config
 
 if TYPE_CHECKING:
     from tq_broker.rpc.server import GrpcServer
@@ -54,7 +55,7 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="also run a worker with the demo handlers (TQ_DEMO_WORKER)",
     )
-    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
+    add_logging_arguments(parser)  # --log-format text|json (TQ_LOG_FORMAT), --log-level
     return parser
 
 
@@ -103,9 +104,11 @@ async def _migrate(settings: BrokerSettings) -> list[int]:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    try:
+        configure_from_arguments(args)
+    except ValueError as exc:
+        print(f"tq-broker: {exc}", file=sys.stderr)
+        return 2
     try:
         settings = _settings(args)
     except ValidationError as exc:
@@ -161,6 +164,9 @@ class BrokerServer(uvicorn.Server):
         notifier = getattr(self.app.state, "notifier", None)
         if notifier is not None:
             notifier.close()
+        waits = getattr(self.app.state, "task_waits", None)
+        if waits is not None:  # ?wait= requests answer what they have now
+            waits.close()
         before, self.before_exit = self.before_exit, None
         if before is None:
             super().handle_exit(sig, frame)
@@ -176,7 +182,10 @@ class BrokerServer(uvicorn.Server):
 
 
 def serve(settings: BrokerSettings) -> int:
+    """Serve until stopped; uvicorn's own lines go through our handler, in our format, at the
+    root logger's level (`configure_logging` ran first)."""
     app = create_app(settings)
+    level = logging.getLevelName(logging.getLogger().getEffectiveLevel()).lower()
     config = uvicorn.Config(
         app,
         host=settings.host,
@@ -189,7 +198,8 @@ def serve(settings: BrokerSettings) -> int:
         ssl_certfile=settings.tls_cert_file,
         ssl_keyfile=settings.tls_key_file,
         access_log=settings.access_log,
-        log_level="info",
+        log_config=uvicorn_log_config(level),
+        log_level=level,
         timeout_graceful_shutdown=10,
         # Longer than any client's idle gap (workers heartbeat every 5 s): a keep-alive
         # connection closed by the server just as a client reuses it is a spurious ReadError.

@@ -88,10 +88,9 @@ def task_table(task: TaskDetail, now: datetime | None = None) -> Table:
         ("Updated", timestamp(task.updated_at)),
         ("Retries", str(task.retry_count)),
     ]
-    if task.max_retries is not None:
-        rows.append(("Max Retries", str(task.max_retries)))
-    if task.timeout_seconds is not None:
-        rows.append(("Timeout", f"{task.timeout_seconds}s"))
+    limits = limits_text(task)
+    if limits is not None:
+        rows.append(("Limits", limits))
     due = due_row(task, now or datetime.now(UTC))
     if due is not None:
         rows.append(due)
@@ -115,17 +114,26 @@ def progress_text(progress: Progress) -> str:
     return f"{percent}%{message} (at {timestamp(progress.updated_at)})"
 
 
+def limits_text(task: TaskDetail) -> str | None:
+    """`max 3 retries, timeout 300s`, from a broker that sends them."""
+    parts = []
+    if task.max_retries is not None:
+        parts.append(f"max {task.max_retries} retries")
+    if task.timeout_seconds is not None:
+        parts.append(f"timeout {task.timeout_seconds}s")
+    return ", ".join(parts) or None
+
+
 def due_row(task: TaskDetail, now: datetime) -> tuple[str, str] | None:
-    """When a waiting task runs: `Next Retry` after a failure, `Scheduled For` a future
-    schedule_at, `Run At` otherwise; nothing once it ran or ended."""
+    """When a waiting task runs: `Retry At` after a failed attempt, `Run At` for a pending
+    task (its schedule_at); nothing once it ran or ended. Labels stay within the width of the
+    contract's longest (`Priority`), so the contract's rows look as they always did."""
     if task.run_at is None or task.status not in (TaskStatus.PENDING, TaskStatus.FAILED):
         return None
     when = timestamp(task.run_at)
     if task.run_at > now:
         when += f" (in {duration(task.run_at - now)})"
-    if task.status is TaskStatus.FAILED:
-        return ("Next Retry", when)
-    return ("Scheduled For" if task.run_at > now else "Run At", when)
+    return ("Retry At" if task.status is TaskStatus.FAILED else "Run At", when)
 
 
 def duration(span: timedelta) -> str:

@@ -292,13 +292,12 @@ def test_status_shows_the_limits_and_when_a_waiting_task_runs() -> None:
         error="ValueError: too big\n\nTraceback (most recent call last):\n  File …",
     )
     rendered = render.to_text(render.task_table(retrying, now=NOON))
-    assert "│ Max Retries │ 5" in rendered
-    assert "│ Timeout     │ 60s" in rendered
-    assert "│ Next Retry  │ 2024-01-01T12:01:30Z (in 90s)" in rendered
-    assert "│ Error       │ ValueError: too big " in rendered and "Traceback" not in rendered
+    assert "│ Limits   │ max 5 retries, timeout 60s" in rendered
+    assert "│ Retry At │ 2024-01-01T12:01:30Z (in 90s)" in rendered
+    assert "│ Error    │ ValueError: too big " in rendered and "Traceback" not in rendered
     assert render.error_details(retrying) == f"Error of the last attempt:\n{retrying.error}"
     scheduled = detail(status=TaskStatus.PENDING, run_at=NOON + timedelta(days=3))
-    assert "│ Scheduled For │ 2024-01-04T12:00:00Z (in 3d)" in render.to_text(
+    assert "│ Run At   │ 2024-01-04T12:00:00Z (in 3d)" in render.to_text(
         render.task_table(scheduled, now=NOON)
     )
     due = detail(status=TaskStatus.PENDING, run_at=NOON - timedelta(seconds=1))
