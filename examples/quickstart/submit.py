@@ -30,7 +30,8 @@ def main() -> int:
         done = client.wait(submitted.task_id, timeout=WAIT_SECONDS)
         print(f"fetch_page: {done.status.value} {decode_json(done.result or b'')}")
         for attempt in client.attempts(submitted.task_id):
-            print(f"  attempt {attempt.attempt}: {attempt.outcome} {attempt.error or ''}".rstrip())
+            error = (attempt.error or "").split("\n", 1)[0]  # the rest is the traceback
+            print(f"  attempt {attempt.attempt}: {attempt.outcome} {error}".rstrip())
         ok &= done.status == "completed"
 
         # A PermanentFailure dead-letters at once, with the error and its traceback kept.
