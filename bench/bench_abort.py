@@ -64,7 +64,8 @@ def abort_once(url: str, log: Path, task_type: str, interval: float) -> tuple[fl
 
 def measure(interval: float, reps: int) -> tuple[list[float], list[float]]:
     log = Path(tempfile.mkdtemp(prefix="tq-bench-abort-")) / "events.log"
-    broker = Broker(env={"TQ_HEARTBEAT_INTERVAL_SECONDS": str(interval)}).start()
+    env = {"TQ_HEARTBEAT_INTERVAL_SECONDS": str(interval), "TQ_METRICS_PORT": "0"}
+    broker = Broker(env={**env, "TQ_GRPC_PORT": "0"}).start()  # other runs may hold ports
     try:
         os.environ["TQ_BENCH_ABORT_LOG"] = str(log)  # the worker inherits it
         with workers(broker.url, "abort_app:worker", concurrency=1):

@@ -30,6 +30,7 @@ def context() -> TaskContext:
         (True, None, TypeError),
         (0.5, "x" * 501, ValueError),
         (0.5, b"bytes", TypeError),
+        (0.5, "lone \ud800 surrogate", ValueError),
     ],
 )
 def test_a_bad_progress_value_raises_in_the_handler(

@@ -37,6 +37,13 @@ class ProgressSlot:
             raise TypeError("progress message must be a str or None")
         if message is not None and len(message) > PROGRESS_MESSAGE_MAX:
             raise ValueError(f"progress message is over {PROGRESS_MESSAGE_MAX} characters")
+        if message is not None:
+            # A value the broker would refuse would fail every heartbeat, and with them the
+            # worker's leases: refuse it here instead (lone surrogates are not UTF-8).
+            try:
+                message.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValueError("progress message must be valid Unicode text") from None
         with self._lock:
             seq = 1 if self._latest is None else self._latest.seq + 1
             self._latest = Reported(float(fraction), message, seq)
