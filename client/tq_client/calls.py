@@ -62,8 +62,17 @@ class Call(Generic[T]):
     # Seconds the broker may take on purpose (a long-poll) on top of the client's timeout.
     holds_seconds: float = 0.0
 
-    def request(self, http: httpx.Client | httpx.AsyncClient) -> httpx.Request:
+    def request(
+        self,
+        http: httpx.Client | httpx.AsyncClient,
+        base_url: str | None = None,
+        api_key: str | None = None,
+    ) -> httpx.Request:
+        """`base_url` and `api_key`: per call, for one httpx client that talks to many brokers
+        (the operator); the user clients set both once on their httpx client."""
         headers = dict(self.headers)
+        if api_key:
+            headers["Authorization"] = f"Bearer {api_key}"
         content = None
         if self.body is not None:
             content = self.body.model_dump_json(exclude_none=True).encode()
@@ -79,7 +88,7 @@ class Call(Generic[T]):
             )
         return http.build_request(
             self.method,
-            self.path,
+            self.path if base_url is None else f"{base_url.rstrip('/')}{self.path}",
             params=self.params,
             content=content,
             headers=headers,
