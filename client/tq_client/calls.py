@@ -18,6 +18,7 @@ from tq_client.errors import InvalidRequest, TaskQueueError, error_from_response
 from tq_client.models import (
     PRIORITY_DEFAULT,
     WAIT_SECONDS_MAX,
+    AbortTaskResponse,
     CreatedKey,
     CreateKeyRequest,
     Health,
@@ -250,6 +251,11 @@ def attempts_call(task_id: UUID | str) -> Call[Attempts]:
 
 def cancel_call(task_id: UUID | str) -> Call[None]:
     return Call("DELETE", f"/api/v1/tasks/{_segment(task_id)}", _nothing, frozenset({204}))
+
+
+def abort_call(task_id: UUID | str) -> Call[AbortTaskResponse]:
+    path = f"/api/v1/tasks/{_segment(task_id)}/abort"
+    return Call("POST", path, _model(AbortTaskResponse), frozenset({200, 202}))
 
 
 def requeue_call(task_id: UUID | str) -> Call[SubmitTaskResponse]:
