@@ -42,6 +42,8 @@ from tq_broker.ratelimit import ClusterRateLimiter, HeartbeatBudget
 from tq_broker.services import Job, Schedule, ServiceRunner
 from tq_broker.settings import BrokerSettings
 from tq_broker.store import TaskStore
+from tq_broker.ui import install as install_dashboard
+from tq_broker.ui.overview import OverviewQueries
 from tq_broker.worker_store import LeaseConfig, WorkerStore
 from tq_kube.lease import (
     KubernetesLeaseConfig,
@@ -208,6 +210,7 @@ def create_app(settings: BrokerSettings) -> FastAPI:
             burst=settings.heartbeat_budget_per_ttl,
         )
         app.state.keys = ApiKeyStore(connector)
+        app.state.overview = OverviewQueries(connector)
         app.state.open_streams = OpenStreams(settings.streams_per_key_max)
         app.state.authenticator = authenticator = Authenticator(
             app.state.keys, ClusterRateLimiter(connector), auth_config
@@ -234,6 +237,8 @@ def create_app(settings: BrokerSettings) -> FastAPI:
         version="0.1.0",
         description="REST API of taskqueue, as in shared/spec/API.md.",
         lifespan=lifespan,
+        docs_url=None,  # served from the package by tq_broker.ui, not from a CDN
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.metrics = metrics
@@ -241,6 +246,7 @@ def create_app(settings: BrokerSettings) -> FastAPI:
     install_error_handlers(app)
     for router in (tasks.router, workers.router, keys.router, system.router, stream.router):
         app.include_router(router)
+    install_dashboard(app)
     # Middleware runs outermost-last-added: size limits, the guard, metrics, then headers.
     app.add_middleware(RateLimitHeaders)
     app.add_middleware(HttpMetrics, metrics=metrics)

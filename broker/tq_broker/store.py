@@ -181,6 +181,12 @@ class TaskStore:
             raise NotFound(f"task {task_id} not found")
         return TaskDetail.model_validate(_bytes_columns(row, "result"))
 
+    async def task_payload(self, task_id: UUID) -> bytes:
+        row = await self._db.fetch_one("task_payload", {"task_id": task_id})
+        if row is None:
+            raise NotFound(f"task {task_id} not found")
+        return bytes(row["payload"])
+
     async def task_list(
         self, status: TaskStatus | None, task_type: str | None, limit: int, offset: int
     ) -> list[TaskSummary]:
@@ -242,6 +248,17 @@ class TaskStore:
         raise Conflict(
             f"task {task_id} is {current['status']}; only dead_letter tasks can be requeued"
         )
+
+    async def task_requeue_many(
+        self, task_type: str | None, task_ids: list[UUID] | None, limit: int
+    ) -> tuple[list[UUID], bool]:
+        """Admin: requeue up to `limit` matching dead letters in one statement; returns their
+        ids and whether matching dead letters remain."""
+        params = {"task_type": task_type, "task_ids": task_ids, "limit": limit}
+        rows = await self._db.fetch_all("task_requeue_many", params)
+        await self._events.publish_rows(rows)
+        remaining = await self._db.fetch_one("task_dead_letter_exists", params)
+        return [row["task_id"] for row in rows], bool(remaining and remaining["remaining"])
 
 
 def _bytes_columns(row: dict[str, Any], *names: str) -> dict[str, Any]:
