@@ -182,7 +182,8 @@ function stopTimers() {
 function route() {
   if (!state.me) return;
   stopTimers();
-  const [page, arg] = (location.hash.replace(/^#\/?/, "") || "overview").split("/");
+  const path = location.hash.replace(/^#\/?/, "").split("?")[0];
+  const [page, arg] = (path || "overview").split("/");
   for (const link of document.querySelectorAll("nav a")) {
     link.classList.toggle("current", link.dataset.page === page);
   }
