@@ -41,7 +41,7 @@ from tq_broker.notifier import (
 from tq_broker.ratelimit import ClusterRateLimiter, HeartbeatBudget
 from tq_broker.services import Job, Schedule, ServiceRunner
 from tq_broker.settings import BrokerSettings
-from tq_broker.store import TaskStore
+from tq_broker.task_store import TaskStore
 from tq_broker.ui import install as install_dashboard
 from tq_broker.ui.overview import OverviewQueries
 from tq_broker.worker_store import LeaseConfig, WorkerStore

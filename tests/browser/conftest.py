@@ -26,8 +26,8 @@ from selenium.webdriver.support.ui import WebDriverWait
 from tq_broker.embedded import EmbeddedPostgres
 
 from ..conftest import create_database, drop_database
-from ..processes import REPO_ROOT, BrokerProcess
-from ..system_tools import require_programs
+from ..support.processes import REPO_ROOT, BrokerProcess
+from ..support.system_tools import require_programs
 
 ADMIN = "dashboard-browser-admin-secret-0123456789"
 WAIT_SECONDS = 30.0

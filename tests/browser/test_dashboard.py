@@ -23,7 +23,7 @@ from selenium.webdriver.support import expected_conditions
 
 from tq_broker.embedded import EmbeddedPostgres
 
-from ..processes import BrokerProcess
+from ..support.processes import BrokerProcess
 from .conftest import ADMIN, go, running_broker, sign_in, wait_for
 
 PAGE_SIZE = 50  # the dashboard's table page (app.js)

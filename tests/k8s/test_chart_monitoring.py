@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from ..system_tools import require_programs
+from ..support.system_tools import require_programs
 from .test_chart import CHART, rendered
 
 ON = (

@@ -11,8 +11,8 @@ from typing import Any
 
 import yaml
 
-from ..processes import REPO_ROOT
-from ..system_tools import require_programs
+from ..support.processes import REPO_ROOT
+from ..support.system_tools import require_programs
 
 RULES = REPO_ROOT / "charts" / "taskqueue" / "files" / "prometheus-rules.yaml"
 DASHBOARD = REPO_ROOT / "charts" / "taskqueue" / "files" / "grafana-dashboard.json"

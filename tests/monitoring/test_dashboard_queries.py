@@ -19,8 +19,8 @@ import yaml
 from tq_broker.embedded import EmbeddedPostgres
 
 from ..conftest import create_database, drop_database
-from ..processes import BrokerProcess, free_port, stop_process
-from ..system_tools import require_programs
+from ..support.processes import BrokerProcess, free_port, stop_process
+from ..support.system_tools import require_programs
 from .test_alert_rules import RULES, dashboard_queries
 
 WAIT_SECONDS = 90.0
