@@ -42,6 +42,7 @@ from tq_broker.ratelimit import ClusterRateLimiter, HeartbeatBudget
 from tq_broker.services import Job, Schedule, ServiceRunner
 from tq_broker.settings import BrokerSettings
 from tq_broker.task_store import TaskStore
+from tq_broker.task_waits import TaskWaits
 from tq_broker.ui import install as install_dashboard
 from tq_broker.ui.overview import OverviewQueries
 from tq_broker.worker_store import LeaseConfig, WorkerStore
@@ -192,6 +193,8 @@ def create_app(settings: BrokerSettings) -> FastAPI:
         app.state.elector = elector
         notifier = app.state.notifier = TaskReadyNotifier()
         hub = app.state.event_hub = EventHub(connector)
+        store = app.state.store = TaskStore(connector, events, settings.max_payload_bytes)
+        waits = app.state.task_waits = TaskWaits(store, hub, settings.max_task_waiters)
         listener = Listener(
             config,
             {
@@ -199,10 +202,10 @@ def create_app(settings: BrokerSettings) -> FastAPI:
                 WORKER_STOP_CHANNEL: notifier.on_worker_stop,
                 EVENTS_CHANNEL: hub.on_notification,
             },
-            on_connect=[notifier.wake_all],  # anything may have happened while not listening
+            # Anything may have happened while not listening.
+            on_connect=[notifier.wake_all, waits.recheck_all],
         )
         hub.listening = listener.listening
-        app.state.store = TaskStore(connector, events, settings.max_payload_bytes)
         app.state.worker_store = WorkerStore(connector, lease_config(settings), events)
         app.state.heartbeat_budget = HeartbeatBudget(
             settings.lease_ttl_seconds,

@@ -161,6 +161,9 @@ class BrokerServer(uvicorn.Server):
         notifier = getattr(self.app.state, "notifier", None)
         if notifier is not None:
             notifier.close()
+        waits = getattr(self.app.state, "task_waits", None)
+        if waits is not None:  # ?wait= requests answer what they have now
+            waits.close()
         before, self.before_exit = self.before_exit, None
         if before is None:
             super().handle_exit(sig, frame)

@@ -158,6 +158,8 @@ def test_dead_letters_are_requeued_in_bulk_with_one_confirm_and_one_request(
     screenshot("overview")
     go(browser, "#/workers")
     wait_for(browser, "the demo worker", lambda d: present(d, "#worker-rows tr"))
+    demo = text_of(browser, "#worker-rows tr")
+    assert "echo" in demo and "noop" in demo, demo  # its task types, from the broker
     screenshot("workers")
 
     go(browser, "#/dead-letters?task_type=flaky")
@@ -183,6 +185,7 @@ def test_a_read_only_key_sees_no_actions_and_the_broker_refuses_them(
     browser: WebDriver,
     secured_broker: BrokerProcess,
     admin_api: httpx.Client,
+    screenshot: Callable[[str], Path],
 ) -> None:
     reader = admin_api.post(
         "/api/v1/keys", json={"name": "viewer", "permissions": ["read_tasks"]}
@@ -205,6 +208,9 @@ def test_a_read_only_key_sees_no_actions_and_the_broker_refuses_them(
     )
     assert not present(browser, "#requeue")
     assert "Traceback" in text_of(browser, "#error")
+    attempts = browser.find_elements(By.CSS_SELECTOR, "#attempts tbody tr")
+    assert len(attempts) == 1 and "ValueError: bad" in attempts[0].text  # the one attempt
+    screenshot("dead-letter-read-only")
     go(browser, "#/dead-letters?task_type=readonly")
     wait_for(browser, "the dead letters", lambda d: present(d, "#dead-rows tr"))
     assert not present(browser, "#requeue-all")

@@ -65,6 +65,7 @@ ROUTES: list[tuple[str, str, dict[str, Any] | None, str]] = [
     ("POST", "/api/v1/tasks/{task}/requeue", None, "admin"),
     ("POST", "/api/v1/tasks/requeue", {"task_type": "noop"}, "admin"),
     ("GET", "/api/v1/tasks/{task}/payload", None, "read_tasks"),
+    ("GET", "/api/v1/tasks/{task}/attempts", None, "read_tasks"),
     ("GET", "/api/v1/overview", None, "read_tasks"),
     ("GET", "/api/v1/me", None, "any"),  # who am I: every valid key may ask
     ("GET", "/api/v1/stats", None, "read_tasks"),

@@ -16,6 +16,7 @@ from tq_broker.notifier import TaskReadyNotifier
 from tq_broker.ratelimit import HeartbeatBudget
 from tq_broker.settings import BrokerSettings
 from tq_broker.task_store import TaskStore
+from tq_broker.task_waits import TaskWaits
 from tq_broker.worker_store import WorkerStore
 
 
@@ -49,6 +50,11 @@ async def _budget(request: Request) -> HeartbeatBudget:
     return budget
 
 
+async def _task_waits(request: Request) -> TaskWaits:
+    waits: TaskWaits = request.app.state.task_waits
+    return waits
+
+
 async def _metrics(request: Request) -> BrokerMetrics:
     metrics: BrokerMetrics = request.app.state.metrics
     return metrics
@@ -61,3 +67,4 @@ WorkerStoreDep = Annotated[WorkerStore, Depends(_worker_store)]
 NotifierDep = Annotated[TaskReadyNotifier, Depends(_notifier)]
 MetricsDep = Annotated[BrokerMetrics, Depends(_metrics)]
 BudgetDep = Annotated[HeartbeatBudget, Depends(_budget)]
+TaskWaitsDep = Annotated[TaskWaits, Depends(_task_waits)]

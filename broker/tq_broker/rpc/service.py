@@ -196,7 +196,8 @@ class TaskQueueService(TaskQueueServicer):
         query = convert.stream_query(request)
         # A one-task stream filters statuses itself: it must see the terminal one to end.
         statuses = () if query.task_id else query.statuses
-        subscription = self._hub.subscribe(query.task_types, statuses)
+        task_ids = {str(query.task_id)} if query.task_id else query.task_ids
+        subscription = self._hub.subscribe(query.task_types, statuses, task_ids)
         self._streams.add(subscription)
         try:
             # Live from here on: every change that commits after the client has this

@@ -458,7 +458,11 @@ async function taskDetail(taskId) {
       field("status", badge(task.status)), field("task type", task.task_type),
       field("priority", task.priority), field("retries", task.retry_count),
       field("worker", task.worker_id || "—"), field("created", time(task.created_at)),
-      field("updated", time(task.updated_at))),
+      field("updated", time(task.updated_at)),
+      // Beyond the contract: shown when the broker reports them.
+      task.max_retries != null ? field("max retries", task.max_retries) : null,
+      task.timeout_seconds != null ? field("timeout", `${task.timeout_seconds} s`) : null,
+      task.run_at ? field("due", time(task.run_at)) : null),
     h("h2", {}, "Payload"), bytesView(payload && payload.payload, "payload"),
     h("h2", {}, "Result"), bytesView(task.result, "result"),
     task.error ? [h("h2", {}, "Error"), h("pre", { id: "error" }, task.error)] : null,
