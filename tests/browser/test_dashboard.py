@@ -46,15 +46,21 @@ def text_of(driver: WebDriver, css: str) -> str:
 
 
 def opened_urls(driver: WebDriver) -> list[str]:
-    """Every URL the page requested or opened a WebSocket to, from Chromium's own log."""
-    urls = []
+    """Every URL the page fetched or opened a WebSocket to, from Chromium's own log; requests
+    the page's Content-Security-Policy blocked before they left the browser are left out."""
+    requested: dict[str, str] = {}
+    blocked: set[str] = set()
+    sockets = []
     for entry in driver.get_log("performance"):
         message = json.loads(entry["message"])["message"]
+        params = message["params"]
         if message["method"] == "Network.webSocketCreated":
-            urls.append(message["params"]["url"])
+            sockets.append(params["url"])
         elif message["method"] == "Network.requestWillBeSent":
-            urls.append(message["params"]["request"]["url"])
-    return urls
+            requested[params["requestId"]] = params["request"]["url"]
+        elif message["method"] == "Network.loadingFailed" and params.get("blockedReason"):
+            blocked.add(params["requestId"])
+    return sockets + [url for rid, url in requested.items() if rid not in blocked]
 
 
 def dead_letters(api: httpx.Client, task_type: str, count: int) -> list[str]:
@@ -265,6 +271,20 @@ def test_with_auth_off_the_dashboard_just_opens(
     httpx.post(f"{open_broker.url}/api/v1/tasks", json={"task_type": "open"})
     go(browser, "#/tasks")
     wait_for(browser, "the task", lambda d: present(d, "#task-rows tr"))
+
+
+def test_swagger_ui_and_redoc_render_the_api_from_the_broker_alone(
+    browser: WebDriver, open_broker: BrokerProcess
+) -> None:
+    """Offline: every request the two pages make goes to the broker itself."""
+    browser.get(f"{open_broker.url}/docs")
+    wait_for(browser, "Swagger UI's operations", lambda d: present(d, ".opblock"))
+    assert "/api/v1/tasks/requeue" in browser.page_source  # rendered from /openapi.json
+    browser.get(f"{open_broker.url}/redoc")
+    wait_for(browser, "ReDoc's menu", lambda d: "Submit a task" in d.page_source)
+    web = [u for u in opened_urls(browser) if u.startswith(("http", "ws"))]  # not chrome://
+    foreign = [u for u in web if not u.startswith(open_broker.url)]
+    assert not foreign, foreign
 
 
 def test_the_task_table_loads_one_page_over_100k_tasks(

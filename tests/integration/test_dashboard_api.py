@@ -97,6 +97,8 @@ def test_swagger_ui_and_redoc_load_their_scripts_from_the_broker(api: TestClient
     ):
         html = api.get(page)
         assert html.status_code == 200
+        # The browser is told so too: nothing from another origin even if a script asks.
+        assert "default-src 'self'" in html.headers["content-security-policy"]
         external = [u for u in re.findall(r'(?:src|href)="([^"]+)"', html.text) if "//" in u]
         assert not external, f"{page} loads {external}"
         for script in scripts:

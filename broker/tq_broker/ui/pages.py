@@ -32,7 +32,20 @@ CONTENT_SECURITY_POLICY = (
     "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
 )
 
+# The API docs' pages carry FastAPI's inline bootstrap scripts and styles; everything they
+# load must still come from here (ReDoc's bundle would fetch its logo from its CDN otherwise).
+DOCS_CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; font-src 'self' data:; connect-src 'self'; worker-src 'self' blob:; "
+    "frame-ancestors 'none'"
+)
+
 router = APIRouter(include_in_schema=False)
+
+
+def _offline(page: HTMLResponse) -> HTMLResponse:
+    page.headers["Content-Security-Policy"] = DOCS_CONTENT_SECURITY_POLICY
+    return page
 
 
 @router.get("/")
@@ -59,15 +72,17 @@ async def dashboard() -> Response:
 
 
 @router.get("/docs")
-async def swagger_ui(request: Request) -> Response:
+async def swagger_ui(request: Request) -> HTMLResponse:
     root_path = request.scope.get("root_path", "")
-    return get_swagger_ui_html(
-        openapi_url=f"{root_path}/openapi.json",
-        title="taskqueue broker - Swagger UI",
-        oauth2_redirect_url=f"{root_path}/docs/oauth2-redirect",
-        swagger_js_url=f"{root_path}/docs/assets/swagger-ui-bundle.js",
-        swagger_css_url=f"{root_path}/docs/assets/swagger-ui.css",
-        swagger_favicon_url=f"{root_path}/docs/assets/favicon.png",
+    return _offline(
+        get_swagger_ui_html(
+            openapi_url=f"{root_path}/openapi.json",
+            title="taskqueue broker - Swagger UI",
+            oauth2_redirect_url=f"{root_path}/docs/oauth2-redirect",
+            swagger_js_url=f"{root_path}/docs/assets/swagger-ui-bundle.js",
+            swagger_css_url=f"{root_path}/docs/assets/swagger-ui.css",
+            swagger_favicon_url=f"{root_path}/docs/assets/favicon.png",
+        )
     )
 
 
@@ -77,14 +92,16 @@ async def swagger_ui_redirect() -> HTMLResponse:
 
 
 @router.get("/redoc")
-async def redoc(request: Request) -> Response:
+async def redoc(request: Request) -> HTMLResponse:
     root_path = request.scope.get("root_path", "")
-    return get_redoc_html(
-        openapi_url=f"{root_path}/openapi.json",
-        title="taskqueue broker - ReDoc",
-        redoc_js_url=f"{root_path}/docs/assets/redoc.standalone.js",
-        redoc_favicon_url=f"{root_path}/docs/assets/favicon.png",
-        with_google_fonts=False,
+    return _offline(
+        get_redoc_html(
+            openapi_url=f"{root_path}/openapi.json",
+            title="taskqueue broker - ReDoc",
+            redoc_js_url=f"{root_path}/docs/assets/redoc.standalone.js",
+            redoc_favicon_url=f"{root_path}/docs/assets/favicon.png",
+            with_google_fonts=False,
+        )
     )
 
 
