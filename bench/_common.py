@@ -267,7 +267,9 @@ class Broker:
     def database_url(self) -> str:
         """The embedded server's URL (Unix socket in the data dir), for post-run SQL."""
         assert self.tmp is not None
-        return f"postgresql://tq@/taskqueue?host={self.tmp / 'data' / 'run'}&port=5432"
+        data = self.tmp / "data"  # the embedded server needs its password file (passfile)
+        passfile = data / "passfile"
+        return f"postgresql://tq@/taskqueue?host={data / 'run'}&port=5432&passfile={passfile}"
 
     def stop(self) -> None:
         self._terminate()
