@@ -46,6 +46,9 @@ COALESCE_SECONDS = 0.005  # while someone listens: gather this long, then send
 QUIET_COALESCE_SECONDS = 0.1  # while nobody did at the last send: one statement per this long
 IDLE_WAIT_SECONDS = 0.5
 REGISTRATION_CHECK_SECONDS = 0.05
+# Kept registered this long after the last subscriber left: short-lived subscribers (a `?wait=`
+# per submit) neither churn the row nor find publishers in their slow, nobody-listens pace.
+UNREGISTER_AFTER_IDLE_SECONDS = 5.0
 BUFFER_MAX = 100_000  # events waiting to be sent; beyond it they are dropped (a lossy feed)
 
 
@@ -175,6 +178,7 @@ class EventHub:
         self._by_task: dict[str, set[Subscription]] = {}  # the others, by each of their ids
         self._registered_event = asyncio.Event()
         self._renew_at = 0.0
+        self._last_subscriber_at = 0.0
         # Set while the LISTEN is up: the replica's Listener's own event, once it is built.
         self.listening = asyncio.Event()
 
@@ -204,6 +208,8 @@ class EventHub:
         return subscription
 
     def unsubscribe(self, subscription: Subscription) -> None:
+        if subscription in self._subscribers:
+            self._last_subscriber_at = time.monotonic()
         self._subscribers.discard(subscription)
         self._any_task.discard(subscription)
         for task_id in subscription.task_ids:
@@ -235,16 +241,21 @@ class EventHub:
 
     async def run_once(self) -> bool:
         """Register while there are subscribers (renewed well within the TTL); unregister once
-        the last one left. Whether this replica is registered now."""
+        the last one left UNREGISTER_AFTER_IDLE_SECONDS ago. Whether this replica is registered
+        now."""
         registered = self._registered_event.is_set()
-        if self._subscribers and (not registered or time.monotonic() >= self._renew_at):
+        now = time.monotonic()
+        lingering = now - self._last_subscriber_at < UNREGISTER_AFTER_IDLE_SECONDS
+        if (self._subscribers or (registered and lingering)) and (
+            not registered or now >= self._renew_at
+        ):
             await self._db.execute(
                 "event_listener_register",
                 {"replica_id": self.replica_id, "ttl_seconds": LISTENER_TTL_SECONDS},
             )
             self._renew_at = time.monotonic() + LISTENER_RENEW_SECONDS
             self._registered_event.set()
-        elif not self._subscribers and registered:
+        elif not self._subscribers and registered and not lingering:
             await self.close()
         return self._registered_event.is_set()
 

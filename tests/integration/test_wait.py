@@ -14,6 +14,7 @@ import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
+from tq_broker.api.deps import broker_of
 from tq_broker.app import create_app
 from tq_broker.settings import BrokerSettings
 from tq_broker.task_waits import TaskWaits
@@ -47,8 +48,7 @@ def get(api: TestClient, task_id: str, wait: float | str) -> Any:
 
 
 def waits_of(api: TestClient) -> TaskWaits:
-    waits: TaskWaits = api.app.state.task_waits  # type: ignore[attr-defined]
-    return waits
+    return broker_of(api.app).task_waits  # type: ignore[arg-type]
 
 
 def until(condition: Callable[[], bool], what: str, within: float = 10.0) -> None:

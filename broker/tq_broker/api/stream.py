@@ -26,20 +26,19 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response, WebSocket, WebSocketDisconnect
 
+from tq_broker.api.deps import broker_of
 from tq_broker.api.errors import ERROR_RESPONSES
 from tq_broker.api.responses import json_response
 from tq_broker.api.security import requires
 from tq_broker.auth import (
     TICKET_SECONDS,
-    Authenticator,
     Credentials,
-    OpenStreams,
     Principal,
     StreamKey,
     TooManyStreams,
 )
 from tq_broker.errors import BrokerError
-from tq_broker.events import EventHub, Subscription, TaskEvent
+from tq_broker.events import Subscription, TaskEvent
 from tq_broker.keys import Permission
 from tq_client.models import TASK_IDS_FILTER_MAX, TASK_TYPE_PATTERN, TaskStatus, WsTicket
 
@@ -118,7 +117,7 @@ def update_message(event: TaskEvent) -> dict[str, Any]:
     summary="A single-use ticket for WS /ws?ticket=... (browsers: no key in the URL)",
 )
 async def create_ws_ticket(request: Request) -> Response:
-    auth: Authenticator = request.app.state.authenticator
+    auth = broker_of(request.app).authenticator
     principal: Principal | None = getattr(request.state, "principal", None)
     ticket = await auth.issue_ticket(principal)
     return json_response(WsTicket(ticket=ticket, expires_in_seconds=TICKET_SECONDS), 201)
@@ -127,7 +126,7 @@ async def create_ws_ticket(request: Request) -> Response:
 async def _principal(websocket: WebSocket) -> Principal | None:
     """Who connects (None with auth off); raises BrokerError when refused. A ticket is the way
     for browsers; `?token=<key>` still works but puts the key in URLs (never in our logs)."""
-    auth: Authenticator = websocket.app.state.authenticator
+    auth = broker_of(websocket.app).authenticator
     if not auth.config.enabled:
         return None
     header = websocket.headers.get("authorization")
@@ -146,7 +145,7 @@ async def task_updates(websocket: WebSocket) -> None:
     except BrokerError:
         await websocket.close(code=POLICY_VIOLATION)  # before accept: the handshake gets 403
         return
-    streams: OpenStreams = websocket.app.state.open_streams
+    streams = broker_of(websocket.app).open_streams
     try:
         with streams.opened(principal):
             await websocket.accept()
@@ -156,8 +155,9 @@ async def task_updates(websocket: WebSocket) -> None:
 
 
 async def _serve(websocket: WebSocket, principal: Principal | None) -> None:
-    key = StreamKey(websocket.app.state.authenticator, principal)
-    hub: EventHub = websocket.app.state.event_hub
+    broker = broker_of(websocket.app)
+    key = StreamKey(broker.authenticator, principal)
+    hub = broker.event_hub
     current: list[Subscription] = []
     forwarder: asyncio.Task[None] | None = None
     try:

@@ -9,13 +9,13 @@ from uuid import UUID
 from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
 from pydantic import TypeAdapter
 
-from tq_broker.api.deps import StoreDep, TaskWaitsDep
+from tq_broker.api.deps import StoreDep, TaskWaitsDep, broker_of
 from tq_broker.api.disconnect import disconnect_event
 from tq_broker.api.errors import ERROR_RESPONSES
 from tq_broker.api.parsing import OffLoopJsonRoute
 from tq_broker.api.responses import json_response
 from tq_broker.api.security import requires
-from tq_broker.auth import Authenticator, Principal, submitter_of
+from tq_broker.auth import Principal, submitter_of
 from tq_broker.errors import InvalidRequest
 from tq_broker.keys import Permission
 from tq_client.models import (
@@ -77,7 +77,7 @@ async def submit_task(
 async def submit_batch(body: SubmitBatchRequest, store: StoreDep, request: Request) -> Response:
     principal: Principal | None = getattr(request.state, "principal", None)
     if principal is not None:
-        auth: Authenticator = request.app.state.authenticator
+        auth = broker_of(request.app).authenticator
         request.state.rate_limit = await auth.admit(principal, cost=len(body.tasks))
     tasks = await store.task_insert_many(list(body.tasks), submitter_of(principal))
     return json_response(SubmitBatchResponse(tasks=tasks), 201)

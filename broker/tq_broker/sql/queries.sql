@@ -509,19 +509,27 @@ UPDATE tq_rate_buckets SET tokens = %(tokens)s, updated_at = %(as_of)s WHERE buc
 
 -- queue_depth --
 -- Work waiting for the given task types: ready now, scheduled for later, and running; and the
--- types with ready tasks that no online worker serves (sorted, at most %(unserved_max)s).
-SELECT count(*) FILTER (WHERE status IN ('pending', 'failed') AND run_at <= now()) AS ready,
-       count(*) FILTER (WHERE status IN ('pending', 'failed') AND run_at > now()) AS scheduled,
-       count(*) FILTER (WHERE status = 'in_progress') AS in_progress,
-       ARRAY(SELECT t FROM unnest(%(task_types)s::text[]) AS t
-             WHERE EXISTS (SELECT 1 FROM tq_tasks
-                           WHERE task_type = t AND status IN ('pending', 'failed')
-                             AND run_at <= now())
-               AND NOT EXISTS (SELECT 1 FROM tq_workers
-                               WHERE status = 'online' AND t = ANY(task_types))
-             ORDER BY t LIMIT %(unserved_max)s) AS unserved_task_types
-FROM tq_tasks
-WHERE status IN ('pending', 'failed', 'in_progress') AND task_type = ANY(%(task_types)s::text[]);
+-- types with ready tasks that no online worker serves (sorted, at most %(unserved_max)s). One
+-- pass over the tasks, grouped by type.
+WITH by_type AS (
+    SELECT task_type,
+           count(*) FILTER (WHERE status IN ('pending', 'failed') AND run_at <= now()) AS ready,
+           count(*) FILTER (WHERE status IN ('pending', 'failed') AND run_at > now()) AS scheduled,
+           count(*) FILTER (WHERE status = 'in_progress') AS in_progress
+    FROM tq_tasks
+    WHERE status IN ('pending', 'failed', 'in_progress')
+      AND task_type = ANY(%(task_types)s::text[])
+    GROUP BY task_type
+)
+SELECT coalesce(sum(ready), 0)::bigint AS ready,
+       coalesce(sum(scheduled), 0)::bigint AS scheduled,
+       coalesce(sum(in_progress), 0)::bigint AS in_progress,
+       ARRAY(SELECT b.task_type FROM by_type AS b
+             WHERE b.ready > 0
+               AND NOT EXISTS (SELECT 1 FROM tq_workers AS w
+                               WHERE w.status = 'online' AND b.task_type = ANY(w.task_types))
+             ORDER BY b.task_type LIMIT %(unserved_max)s) AS unserved_task_types
+FROM by_type;
 
 -- event_listener_register --
 -- This replica has subscribers; the row lapses unless renewed.
