@@ -53,6 +53,10 @@ SELECT task_id, task_type, status, priority, created_at, updated_at, result, err
        progress_updated_at
 FROM tq_tasks WHERE task_id = %(task_id)s;
 
+-- task_payload --
+-- One task's payload (the dashboard's detail page; GET task leaves it out, as the contract does).
+SELECT payload FROM tq_tasks WHERE task_id = %(task_id)s;
+
 -- task_status --
 -- The status of one task, to explain why a conditional update changed nothing.
 SELECT status FROM tq_tasks WHERE task_id = %(task_id)s;
@@ -395,6 +399,39 @@ SELECT task_id, task_type, status, updated_at,
        pg_notify('tq_task_ready', task_type || ' 1') IS NULL AS notified
 FROM requeued;
 
+-- task_requeue_many --
+-- Admin: requeue up to `limit` dead letters at once, oldest first, optionally only of one task
+-- type and/or only the given ids. Locked rows are skipped (a concurrent requeue has them).
+WITH chosen AS (
+    SELECT task_id FROM tq_tasks
+    WHERE status = 'dead_letter'
+      AND (%(task_type)s::text IS NULL OR task_type = %(task_type)s::text)
+      AND (%(task_ids)s::uuid[] IS NULL OR task_id = ANY(%(task_ids)s::uuid[]))
+    ORDER BY created_at, task_id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+), requeued AS (
+    UPDATE tq_tasks AS t
+    SET status = 'pending', retry_count = 0, run_at = now(), finished_at = NULL,
+        lease_token = NULL, lease_expires_at = NULL, claimed_at = NULL, updated_at = now()
+    FROM chosen WHERE t.task_id = chosen.task_id AND t.status = 'dead_letter'
+    RETURNING t.task_id, t.task_type, t.status, t.updated_at
+), notified AS (
+    SELECT pg_notify('tq_task_ready', task_type || ' ' || count(*)) FROM requeued
+    GROUP BY task_type
+)
+SELECT task_id, task_type, status, updated_at, (SELECT count(*) FROM notified) AS notified
+FROM requeued;
+
+-- task_dead_letter_exists --
+-- Whether dead letters matching a bulk requeue's filter remain.
+SELECT EXISTS (
+    SELECT 1 FROM tq_tasks
+    WHERE status = 'dead_letter'
+      AND (%(task_type)s::text IS NULL OR task_type = %(task_type)s::text)
+      AND (%(task_ids)s::uuid[] IS NULL OR task_id = ANY(%(task_ids)s::uuid[]))
+) AS remaining;
+
 -- task_rescue_expired --
 -- Leader sweep: an in-progress task whose lease expired (no heartbeat) or whose hard deadline
 -- passed (claimed_at + timeout + grace) is a failed attempt; one asked to abort is cancelled
@@ -576,13 +613,52 @@ SELECT (SELECT yes FROM listening) AS listening,
        (SELECT count(pg_notify('tq_task_events', p)) FROM unnest(%(payloads)s::text[]) AS p
          WHERE (SELECT yes FROM listening)) AS sent;
 
--- metrics_pending --
--- Pending tasks by type and priority bucket (high >= 200, normal 100-199, low <= 99).
+-- metrics_waiting --
+-- Waiting tasks by type and priority bucket (high >= 200, normal 100-199, low <= 99): pending
+-- ones, those waiting for their time (schedule_at or a retry's backoff), and the age of the
+-- oldest one that is ready but unclaimed. One pass over the ready index.
 SELECT task_type, tq_priority_bucket(priority) AS priority,
-       count(*) AS pending
-FROM tq_tasks WHERE status = 'pending' GROUP BY 1, 2;
+       count(*) FILTER (WHERE status = 'pending') AS pending,
+       count(*) FILTER (WHERE run_at <= now()) AS ready,
+       count(*) FILTER (WHERE run_at > now()) AS scheduled,
+       COALESCE(extract(epoch FROM now() - min(run_at) FILTER (WHERE run_at <= now())), 0)::float8
+           AS oldest_ready_seconds
+FROM tq_tasks WHERE status IN ('pending', 'failed') GROUP BY 1, 2;
+
+-- metrics_dead_letter --
+-- Dead letters by task type (through tq_tasks_dead_letter_idx).
+SELECT task_type, count(*) AS dead_letter
+FROM tq_tasks WHERE status = 'dead_letter' GROUP BY 1;
 
 -- metrics_counts --
 -- Tasks running and workers connected, for the leader's gauges.
 SELECT (SELECT count(*) FROM tq_tasks WHERE status = 'in_progress') AS in_progress,
        (SELECT count(*) FROM tq_workers WHERE status <> 'offline') AS workers;
+
+-- overview_in_progress --
+-- Claimed tasks by type, for the dashboard (through the leased index).
+SELECT task_type, count(*) AS in_progress
+FROM tq_tasks WHERE status = 'in_progress' GROUP BY 1;
+
+-- overview_throughput --
+-- Per minute of the last hour: tasks completed, and failed attempts (dead-lettered, or failed
+-- and waiting for a retry), for the dashboard's chart.
+SELECT minute, sum(completed)::bigint AS completed, sum(failed)::bigint AS failed
+FROM (
+    SELECT date_trunc('minute', finished_at) AS minute,
+           (status = 'completed')::int AS completed, (status = 'dead_letter')::int AS failed
+    FROM tq_tasks WHERE finished_at > now() - interval '1 hour'
+    UNION ALL
+    SELECT date_trunc('minute', updated_at), 0, 1
+    FROM tq_tasks WHERE status = 'failed' AND updated_at > now() - interval '1 hour'
+) AS finished
+GROUP BY minute ORDER BY minute;
+
+-- overview_workers --
+-- Workers by status, and the task types some online worker runs.
+SELECT (SELECT count(*) FROM tq_workers WHERE status = 'online') AS online,
+       (SELECT count(*) FROM tq_workers WHERE status = 'draining') AS draining,
+       ARRAY(SELECT DISTINCT unnest(task_types) FROM tq_workers WHERE status = 'online')
+           AS served_types,
+       now() AS as_of;
+

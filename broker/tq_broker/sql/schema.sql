@@ -47,6 +47,8 @@ CREATE UNIQUE INDEX tq_tasks_idempotency_key_idx ON tq_tasks (idempotency_key)
     WHERE idempotency_key IS NOT NULL;
 CREATE INDEX tq_tasks_capped_key_idx ON tq_tasks (key_id)
     WHERE key_id IS NOT NULL AND status IN ('pending', 'failed');
+CREATE INDEX tq_tasks_dead_letter_idx ON tq_tasks (task_type, created_at)
+    WHERE status = 'dead_letter';
 
 CREATE TABLE tq_workers (
     worker_id         text             PRIMARY KEY,
