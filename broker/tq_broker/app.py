@@ -15,7 +15,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from tq_broker.api import keys, stream, system, tasks, workers
+from tq_broker.api import keys, schedules, stream, system, tasks, workers
 from tq_broker.api.errors import install_error_handlers
 from tq_broker.api.guard import RequestGuard
 from tq_broker.api.limits import BodySizeLimit
@@ -30,6 +30,7 @@ from tq_broker.listener import Listener
 from tq_broker.maintenance.cleaner import Cleaner, CleanerConfig
 from tq_broker.maintenance.reaper import Reaper, ReaperConfig
 from tq_broker.maintenance.rescuer import Rescuer, RescuerConfig
+from tq_broker.maintenance.scheduler import Scheduler, SchedulerConfig
 from tq_broker.metrics import BrokerMetrics, HttpMetrics
 from tq_broker.migrations import migrate
 from tq_broker.notifier import (
@@ -39,6 +40,7 @@ from tq_broker.notifier import (
     TaskReadyNotifier,
 )
 from tq_broker.ratelimit import ClusterRateLimiter, HeartbeatBudget
+from tq_broker.schedules import ScheduleStore
 from tq_broker.services import Job, Schedule, ServiceRunner
 from tq_broker.settings import BrokerSettings
 from tq_broker.store import TaskStore
@@ -59,7 +61,8 @@ RELEASE_BODY_MAX_BYTES = 256 * 1024
 SMALL_BODY_MAX_BYTES = 64 * 1024
 BOOTSTRAP_PERMISSIONS = {
     "worker": frozenset({Permission.PROCESS_TASKS}),
-    "operator": frozenset({Permission.READ_TASKS}),
+    # The operator reads queue depth for WorkerPools and syncs TaskSchedules into schedules.
+    "operator": frozenset({Permission.READ_TASKS, Permission.MANAGE_SCHEDULES}),
 }
 
 
@@ -119,10 +122,14 @@ def maintenance_services(
     )
     reaper = Reaper(connector, ReaperConfig(silent_seconds=settings.worker_silent_seconds))
     cleaner = Cleaner(connector, CleanerConfig(retention_seconds=settings.retention_seconds))
+    scheduler = Scheduler(
+        connector, SchedulerConfig(fire_retention_seconds=settings.retention_seconds), events
+    )
     return [
         Schedule(rescuer, settings.rescue_interval_seconds, leader_only=True),
         Schedule(reaper, settings.rescue_interval_seconds, leader_only=True),
         Schedule(cleaner, settings.cleanup_interval_seconds, leader_only=True),
+        Schedule(scheduler, settings.schedule_check_interval_seconds, leader_only=True),
     ]
 
 
@@ -208,6 +215,7 @@ def create_app(settings: BrokerSettings) -> FastAPI:
             burst=settings.heartbeat_budget_per_ttl,
         )
         app.state.keys = ApiKeyStore(connector)
+        app.state.schedules = ScheduleStore(connector, max_payload_bytes=settings.max_payload_bytes)
         app.state.open_streams = OpenStreams(settings.streams_per_key_max)
         app.state.authenticator = authenticator = Authenticator(
             app.state.keys, ClusterRateLimiter(connector), auth_config
@@ -239,7 +247,8 @@ def create_app(settings: BrokerSettings) -> FastAPI:
     app.state.metrics = metrics
     app.openapi = lambda: _openapi_without_422(app)  # type: ignore[method-assign]
     install_error_handlers(app)
-    for router in (tasks.router, workers.router, keys.router, system.router, stream.router):
+    routers = (tasks.router, workers.router, keys.router, schedules.router, system.router)
+    for router in (*routers, stream.router):
         app.include_router(router)
     # Middleware runs outermost-last-added: size limits, the guard, metrics, then headers.
     app.add_middleware(RateLimitHeaders)
