@@ -107,6 +107,16 @@ ROUTES: list[tuple[str, str, dict[str, Any] | None, str]] = [
     ("POST", "/api/v1/keys", {"name": "k", "permissions": ["read_tasks"]}, "admin"),
     ("GET", "/api/v1/keys", None, "admin"),
     ("DELETE", "/api/v1/keys/{key}", None, "admin"),
+    (
+        "POST",
+        "/api/v1/schedules",
+        {"name": "s", "interval_seconds": 60, "task_type": "noop"},
+        "manage_schedules",
+    ),
+    ("GET", "/api/v1/schedules", None, "manage_schedules"),
+    ("GET", "/api/v1/schedules/s", None, "manage_schedules"),
+    ("PATCH", "/api/v1/schedules/s", {"paused": True}, "manage_schedules"),
+    ("DELETE", "/api/v1/schedules/s", None, "manage_schedules"),
 ]
 OPEN_ROUTES = [("GET", "/health"), ("GET", "/openapi.json"), ("GET", "/metrics")]
 
@@ -135,7 +145,8 @@ def test_the_matrix_covers_every_route_in_the_openapi_document(secured: TestClie
             p.split("?")[0]
             .replace("{task}", "{task_id}")
             .replace("{worker}", "{worker_id}")
-            .replace("{key}", "{key_id}"),
+            .replace("{key}", "{key_id}")
+            .replace("schedules/s", "schedules/{name}"),
         )
         for m, p, _, _ in ROUTES
     }
@@ -145,7 +156,10 @@ def test_the_matrix_covers_every_route_in_the_openapi_document(secured: TestClie
 def test_permission_matrix_of_every_route_and_every_kind_of_key(secured: TestClient) -> None:
     kinds = {
         p: create_key(secured, p, [p])["key"]
-        for p in ("submit_tasks", "read_tasks", "cancel_tasks", "process_tasks", "admin")
+        for p in (
+            "submit_tasks", "read_tasks", "cancel_tasks", "process_tasks", "manage_schedules",
+            "admin",
+        )  # fmt: skip
     }
     revoked = create_key(secured, "revoked", ["admin"])
     assert (
