@@ -20,6 +20,7 @@ from tq_broker.app import create_app
 from tq_broker.connector import Connector, ConnectorConfig
 from tq_broker.ratelimit import HEARTBEAT_BURST_DEFAULT, ClusterRateLimiter
 from tq_broker.settings import BrokerSettings
+from tq_client.models import PERMISSIONS
 
 from ..processes import BrokerProcess
 
@@ -156,10 +157,7 @@ def test_the_matrix_covers_every_route_in_the_openapi_document(secured: TestClie
 def test_permission_matrix_of_every_route_and_every_kind_of_key(secured: TestClient) -> None:
     kinds = {
         p: create_key(secured, p, [p])["key"]
-        for p in (
-            "submit_tasks", "read_tasks", "cancel_tasks", "process_tasks", "manage_schedules",
-            "admin",
-        )  # fmt: skip
+        for p in PERMISSIONS
     }
     revoked = create_key(secured, "revoked", ["admin"])
     assert (
