@@ -43,7 +43,7 @@ from tq_broker.ratelimit import ClusterRateLimiter, HeartbeatBudget
 from tq_broker.schedules import ScheduleStore
 from tq_broker.services import Job, Schedule, ServiceRunner
 from tq_broker.settings import BrokerSettings
-from tq_broker.store import TaskStore
+from tq_broker.task_store import TaskStore
 from tq_broker.worker_store import LeaseConfig, WorkerStore
 from tq_kube.lease import (
     KubernetesLeaseConfig,

@@ -23,7 +23,7 @@ from uuid import UUID
 from tq_broker.errors import BrokerError, StoreUnavailable
 from tq_broker.keys import ApiKeyStore, KeyRecord, Permission, hash_secret
 from tq_broker.ratelimit import ClusterRateLimiter, Decision
-from tq_broker.store import ANYONE, Submitter
+from tq_broker.task_store import ANYONE, Submitter
 
 log = logging.getLogger(__name__)
 

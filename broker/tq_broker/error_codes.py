@@ -16,7 +16,7 @@ from tq_broker.errors import (
     PayloadTooLarge,
     StoreUnavailable,
 )
-from tq_broker.store import PendingCapReached
+from tq_broker.task_store import PendingCapReached
 
 ERROR_CODES: dict[type[BrokerError], tuple[int, str]] = {
     InvalidRequest: (400, "INVALID_ARGUMENT"),

@@ -18,7 +18,7 @@ from tq_broker.http_protocol import BODY_TIMEOUT_SECONDS_DEFAULT, HEADER_TIMEOUT
 from tq_broker.metrics import TASK_TYPES_MAX_DEFAULT
 from tq_broker.ratelimit import BURST_DEFAULT, HEARTBEAT_BURST_DEFAULT, RATE_DEFAULT
 from tq_broker.retry_policy import BACKOFF_BASE_SECONDS_DEFAULT, BACKOFF_CAP_SECONDS_DEFAULT
-from tq_broker.store import PAYLOAD_LIMIT_BYTES_DEFAULT
+from tq_broker.task_store import PAYLOAD_LIMIT_BYTES_DEFAULT
 
 BOOTSTRAP_KEY_MIN_LENGTH = 32  # guessing it must be hopeless
 

@@ -20,7 +20,7 @@ from tq_broker.errors import Conflict, InvalidRequest, NotFound, PayloadTooLarge
 from tq_broker.events import EventPublisher
 from tq_broker.notifier import TaskReadyNotifier
 from tq_broker.retry_policy import BACKOFF_BASE_SECONDS_DEFAULT, BACKOFF_CAP_SECONDS_DEFAULT
-from tq_broker.store import PAYLOAD_LIMIT_BYTES_DEFAULT
+from tq_broker.task_store import PAYLOAD_LIMIT_BYTES_DEFAULT
 from tq_client.models import WorkerInfo
 from tq_client.protocol import (
     ClaimedTask,

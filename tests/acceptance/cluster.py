@@ -21,7 +21,7 @@ import httpx
 import psycopg
 from psycopg.rows import dict_row
 
-from ..processes import BrokerProcess, WorkerProcess, leader_of
+from ..support.processes import BrokerProcess, WorkerProcess, leader_of
 
 TERMINAL = {"completed", "dead_letter", "cancelled"}
 
@@ -200,7 +200,7 @@ class Cluster:
         n = len(self.workers)
         worker = WorkerProcess(
             broker.url,
-            "tests.acceptance.fault_app:worker",
+            "tests.support.fault_app:worker",
             self.execution_log,
             self.workdir / f"worker-{n}.log",
             name=f"worker-{n}",

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 
-from ..processes import BrokerProcess
+from ..support.processes import BrokerProcess
 
 
 def test_acknowledged_tasks_survive_sigkill_of_the_broker_and_its_restart(

@@ -25,7 +25,7 @@ from tq_broker.embedded import EmbeddedPostgres
 from tq_broker.rpc import taskqueue_pb2 as pb
 from tq_broker.rpc import taskqueue_pb2_grpc as pb_grpc
 
-from ..processes import BrokerProcess, WorkerProcess, free_port
+from ..support.processes import BrokerProcess, WorkerProcess, free_port
 from .cluster import FAST_BROKER_ENV
 
 UPDATE_WITHIN_SECONDS = 5.0
@@ -70,7 +70,7 @@ def test_worker_stopped_while_idle_costs_no_attempt(database_url: str, workdir: 
     try:
         first = WorkerProcess(
             broker.url,
-            "tests.acceptance.fault_app:worker",
+            "tests.support.fault_app:worker",
             workdir / "executions.log",
             workdir / "worker-1.log",
             concurrency=1,
@@ -91,7 +91,7 @@ def test_worker_stopped_while_idle_costs_no_attempt(database_url: str, workdir: 
 
         second = WorkerProcess(
             broker.url,
-            "tests.acceptance.fault_app:worker",
+            "tests.support.fault_app:worker",
             workdir / "executions.log",
             workdir / "worker-2.log",
             concurrency=1,

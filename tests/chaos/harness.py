@@ -27,8 +27,8 @@ import psycopg
 from tq_broker.embedded import EmbeddedPostgres
 
 from ..acceptance.cluster import FAST_BROKER_ENV
-from ..processes import BrokerProcess, WorkerProcess, leader_of
-from .history import History, OpType
+from ..support.history import History, OpType
+from ..support.processes import BrokerProcess, WorkerProcess, leader_of
 from .partition import Link, make_link
 
 LEASE_TTL_SECONDS = float(FAST_BROKER_ENV["TQ_LEASE_TTL_SECONDS"])

@@ -25,7 +25,7 @@ DRAIN_BURST_TASKS = 240  # 72 slot-seconds of work for 16 slots: a backlog of se
 PREFETCH_WAIT_SECONDS = 10.0
 
 if TYPE_CHECKING:
-    from ..processes import WorkerProcess
+    from ..support.processes import WorkerProcess
     from .harness import ChaosCluster
 
 

@@ -16,12 +16,12 @@ import pytest
 
 from tq_broker.embedded import EmbeddedPostgres
 
-from ..processes import REPO_ROOT
-from .audit import Transition, install, read_transitions
-from .checker import StoredTask, check, read_tasks
+from ..support.audit import Transition, install, read_transitions
+from ..support.checker import StoredTask, check, read_tasks
+from ..support.history import History, read_runs
+from ..support.processes import REPO_ROOT
 from .conftest import SUMMARIES
 from .harness import LEASE_TTL_SECONDS, ChaosCluster, Clients
-from .history import History, read_runs
 from .nemesis import Nemesis, Profile, long_profile, short_profile
 from .partition import netns_available
 

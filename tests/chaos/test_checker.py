@@ -8,9 +8,9 @@ from dataclasses import dataclass, field, replace
 
 import pytest
 
-from .audit import Transition
-from .checker import Report, StoredTask, check
-from .history import Op, Run
+from ..support.audit import Transition
+from ..support.checker import Report, StoredTask, check
+from ..support.history import Op, Run
 
 T0 = 1_800_000_000.0
 TASK = "0193a3f0-0000-7000-8000-000000000001"

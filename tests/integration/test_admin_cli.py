@@ -29,7 +29,7 @@ from tq_client.client import (
 )
 from tq_client.models import SubmitTaskRequest, TaskStatus
 
-from ..processes import BrokerProcess, bin_path, free_port
+from ..support.processes import BrokerProcess, bin_path, free_port
 
 ADMIN = "admin-cli-bootstrap-secret-0123456789"
 WORKER_ID = "worker-host-12345-abc"

@@ -22,7 +22,7 @@ from tq_broker.ratelimit import HEARTBEAT_BURST_DEFAULT, ClusterRateLimiter
 from tq_broker.settings import BrokerSettings
 from tq_client.models import PERMISSIONS
 
-from ..processes import BrokerProcess
+from ..support.processes import BrokerProcess
 
 ADMIN = "bootstrap-admin-secret-for-tests"
 WORKER_ID = "worker-auth-1-abcdef"

@@ -32,7 +32,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 from tq_broker.embedded import EmbeddedPostgres
 
 from ..conftest import create_database, drop_database
-from ..processes import BrokerProcess, free_port
+from ..support.processes import BrokerProcess, free_port
 
 ADMIN = "grpc-admin-key-for-tests-0123456789abcdef"
 SERVICE = "taskqueue.v1.TaskQueue"

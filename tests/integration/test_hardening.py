@@ -19,7 +19,7 @@ import pytest
 import websockets
 from websockets.exceptions import InvalidStatus
 
-from ..processes import BrokerProcess
+from ..support.processes import BrokerProcess
 
 ADMIN = "hardening-admin-key-0123456789abcdef"
 BODY_MIB = 60

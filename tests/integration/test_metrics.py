@@ -16,7 +16,7 @@ from tq_broker.app import create_app
 from tq_broker.settings import BrokerSettings
 
 from ..conftest import LOOPBACK
-from ..processes import BrokerProcess, free_port
+from ..support.processes import BrokerProcess, free_port
 
 METRICS_ADMIN = "metrics-admin-key-0123456789abcdef"
 

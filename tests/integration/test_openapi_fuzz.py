@@ -6,7 +6,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from ..processes import BrokerProcess, bin_path
+from ..support.processes import BrokerProcess, bin_path
 
 ADMIN = "fuzz-admin-key-0123456789abcdef0123456789"
 

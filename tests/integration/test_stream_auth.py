@@ -18,7 +18,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from tq_broker.rpc import taskqueue_pb2 as pb
 from tq_broker.rpc import taskqueue_pb2_grpc as pb_grpc
 
-from ..processes import BrokerProcess, free_port
+from ..support.processes import BrokerProcess, free_port
 
 ADMIN = "stream-auth-admin-key-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {ADMIN}"}

@@ -17,7 +17,7 @@ import websockets
 
 from tq_broker.events import EventHub, TaskEvent, decode_events, encode_events
 
-from ..processes import BrokerProcess
+from ..support.processes import BrokerProcess
 
 ADMIN = "stream-admin-key-0123456789abcdef0123"
 AUTH = {"Authorization": f"Bearer {ADMIN}"}

@@ -21,7 +21,7 @@ from cryptography.x509.oid import NameOID
 from tq_broker.rpc import taskqueue_pb2 as pb
 from tq_broker.rpc import taskqueue_pb2_grpc as pb_grpc
 
-from ..processes import BrokerProcess, free_port
+from ..support.processes import BrokerProcess, free_port
 
 
 def self_signed(directory: Path) -> tuple[Path, Path]:

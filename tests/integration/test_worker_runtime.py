@@ -27,7 +27,7 @@ from tq_worker.demo import fail as demo_fail
 from tq_worker.demo import worker as demo_worker
 from tq_worker.runtime import SHUTDOWN_ERROR, Runtime
 
-from ..processes import BrokerProcess, bin_path
+from ..support.processes import BrokerProcess, bin_path
 
 T = TypeVar("T")
 WAIT_SECONDS = 30.0

@@ -17,7 +17,7 @@ import httpx
 from tq_kube.lease import KubernetesLeaseConfig as LeaseConfig
 from tq_kube.lease import KubernetesLeaseElector
 
-from ..processes import BrokerProcess
+from ..support.processes import BrokerProcess
 
 LEASE_SECONDS = 3.0
 

@@ -22,7 +22,7 @@ import httpx
 import pytest
 
 from tests.conftest import create_database, drop_database
-from tests.processes import BrokerProcess, bin_path
+from tests.support.processes import BrokerProcess, bin_path
 from tq_broker.embedded import EmbeddedPostgres
 
 from .controlplane import ControlPlane, _die_with_parent

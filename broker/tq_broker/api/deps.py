@@ -15,7 +15,7 @@ from tq_broker.metrics import BrokerMetrics
 from tq_broker.notifier import TaskReadyNotifier
 from tq_broker.ratelimit import HeartbeatBudget
 from tq_broker.settings import BrokerSettings
-from tq_broker.store import TaskStore
+from tq_broker.task_store import TaskStore
 from tq_broker.worker_store import WorkerStore
 
 

@@ -43,7 +43,7 @@ from tq_broker.keys import Permission
 from tq_broker.rpc import convert
 from tq_broker.rpc import taskqueue_pb2 as pb
 from tq_broker.rpc.taskqueue_pb2_grpc import TaskQueueServicer
-from tq_broker.store import TaskStore
+from tq_broker.task_store import TaskStore
 from tq_client.models import TERMINAL_STATUSES, TaskDetail
 
 log = logging.getLogger(__name__)

@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 
 BROKER_START_TIMEOUT_SECONDS = 60.0
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def stop_process(process: subprocess.Popen[bytes] | None) -> None:
