@@ -16,7 +16,7 @@ from typing import Any
 from tq_broker.connector import Connector, Row, UniqueViolation
 from tq_broker.errors import Conflict, InvalidRequest, NotFound, PayloadTooLarge
 from tq_broker.schedule_times import InvalidTiming, Timing, fire_times_after, next_fire_after
-from tq_broker.store import PAYLOAD_LIMIT_BYTES_DEFAULT
+from tq_broker.task_store import PAYLOAD_LIMIT_BYTES_DEFAULT
 from tq_client.schedules import (
     NEXT_FIRE_TIMES_SHOWN,
     CreateScheduleRequest,

@@ -15,7 +15,7 @@ import pytest
 
 from tq_client.client import AsyncTaskQueueClient, Conflict, Forbidden, TaskQueueClient
 
-from ..processes import BrokerProcess
+from ..support.processes import BrokerProcess
 from .test_admin_cli import tq_admin
 
 ADMIN = "schedules-cli-bootstrap-secret-0123456789"

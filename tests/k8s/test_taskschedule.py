@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.processes import bin_path
+from tests.support.processes import bin_path
 from tq_broker.embedded import EmbeddedPostgres
 
 from .controlplane import ControlPlane, _die_with_parent
