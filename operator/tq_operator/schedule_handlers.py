@@ -133,9 +133,16 @@ async def _write(client: AsyncTaskQueueClient, name: str, spec: ScheduleSpec) ->
 def _set_synced(
     status: MutableMapping[str, Any], current: Any, ok: bool, reason: str, message: str
 ) -> None:
-    status["conditions"] = with_condition(
-        (current or {}).get("conditions"), SYNCED, ok, reason, message
-    )
+    before = (current or {}).get("conditions")
+    conditions = with_condition(before, SYNCED, ok, reason, message)
+    if conditions != before:  # an unchanged status is not written (no event every tick)
+        status["conditions"] = conditions
+
+
+def _set_fields(status: MutableMapping[str, Any], current: Any, fields: dict[str, Any]) -> None:
+    for key, value in fields.items():
+        if (current or {}).get(key) != value:
+            status[key] = value
 
 
 @kopf.on.resume(GROUP, VERSION, PLURAL)
@@ -152,8 +159,11 @@ async def sync_schedule(
     **_: Any,
 ) -> None:
     broker_name = schedule_name(str(namespace), name)
-    patch.status["scheduleName"] = broker_name
-    patch.status["observedGeneration"] = meta.get("generation")
+    _set_fields(
+        patch.status,
+        status,
+        {"scheduleName": broker_name, "observedGeneration": meta.get("generation")},
+    )
     try:
         parsed = parse_schedule_spec(dict(spec))
         client = await _client(memo, str(namespace), parsed)
@@ -164,7 +174,7 @@ async def sync_schedule(
     except kopf.TemporaryError as exc:
         _set_synced(patch.status, status, False, "BrokerUnavailable", str(exc))
         raise
-    patch.status.update(status_of(schedule))
+    _set_fields(patch.status, status, status_of(schedule))
     _set_synced(patch.status, status, True, "Synced", f"schedule {broker_name} is up to date")
 
 
@@ -226,5 +236,5 @@ async def refresh_status(
     except kopf.TemporaryError as exc:
         _set_synced(patch.status, status, False, "BrokerUnavailable", str(exc))
         return
-    patch.status.update(status_of(schedule))
+    _set_fields(patch.status, status, status_of(schedule))
     _set_synced(patch.status, status, True, "Synced", f"schedule {broker_name} is up to date")
