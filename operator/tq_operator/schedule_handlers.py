@@ -6,16 +6,18 @@
 * a timer per resource: every `TQ_OPERATOR_SCHEDULE_STATUS_SECONDS` (default 30) copy the
   schedule's next and last fire into the status, and write it again if someone deleted it.
 
-Errors leave as kopf's retry protocol: an unreachable or overloaded broker is a TemporaryError
-(the status says so and kopf retries); a refusal (400: a cron the broker cannot fire, an
-unknown time zone; 401/403: the key) is written to the status as Synced=False and is a
-PermanentError until the spec changes. The one thing not to break: deleting the resource
+Errors leave as kopf's retry protocol: an unreachable or overloaded broker, and a key it
+refuses (401/403: a Secret can be fixed without touching the spec), are TemporaryErrors (the
+status says so and kopf retries); a refusal of the spec (400: a cron the broker cannot fire,
+an unknown time zone; a broker URL off the allow-list) is written to the status as
+Synced=False, reason Refused, and is a PermanentError until the spec changes. The one thing not to break: deleting the resource
 deletes its schedule before the finalizer lets the resource go, so no schedule outlives its
 resource while the broker can be reached.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -53,6 +55,7 @@ TICK_SECONDS = 1.0
 STATUS_SECONDS_ENV = "TQ_OPERATOR_SCHEDULE_STATUS_SECONDS"
 STATUS_SECONDS_DEFAULT = 30.0
 RETRY_SECONDS = 5.0
+FORBIDDEN_RETRY_SECONDS = 30.0
 REQUEST_TIMEOUT_SECONDS = 5.0
 
 log = logging.getLogger(__name__)
@@ -99,8 +102,12 @@ async def _broker_errors() -> AsyncIterator[None]:
     """The broker's answers in kopf's retry protocol (Refused: a permanent error)."""
     try:
         yield
-    except (InvalidRequest, Unauthorized, Forbidden) as exc:
+    except InvalidRequest as exc:
         raise Refused(f"the broker refused the schedule: {exc.status} {exc.message}") from exc
+    except (Unauthorized, Forbidden) as exc:  # a key may be fixed without touching the spec
+        raise kopf.TemporaryError(
+            f"broker: not allowed ({exc.status}): {exc.message}", delay=FORBIDDEN_RETRY_SECONDS
+        ) from exc
     except TaskQueueError as exc:
         raise kopf.TemporaryError(f"broker: {exc.message}", delay=RETRY_SECONDS) from exc
 
@@ -192,9 +199,8 @@ async def delete_schedule(
         parsed = parse_schedule_spec(dict(spec))
         client = await _client(memo, str(namespace), parsed)
         async with _broker_errors():
-            await client.delete_schedule(broker_name)
-    except NotFound:
-        return
+            with contextlib.suppress(NotFound):  # never written, or deleted already
+                await client.delete_schedule(broker_name)
     except (InvalidScheduleSpec, Refused) as exc:
         # Never synced (or cannot be reached with this spec): nothing to delete that we
         # could reach; the resource goes, and the event says why.
