@@ -22,6 +22,7 @@ from cronsim import CronSim, CronSimError
 from tq_client.schedules import MissedFires
 
 LATE_TOLERANCE_SECONDS_DEFAULT = 60.0
+_CHECK_FROM = datetime(2000, 1, 1)  # any instant: an expression fires from all or from none
 # Look-back steps for the latest fire time at or before an instant: a minutely cron finds it in
 # the first hour; a yearly one may need the full year.
 _LOOKBACKS = (timedelta(hours=1), timedelta(days=2), timedelta(days=40), timedelta(days=400))
@@ -48,8 +49,7 @@ class Timing:
 def check_cron(expression: str, timezone: str) -> None:
     """Raise InvalidTiming for an expression cronsim refuses or that never fires."""
     try:
-        it = CronSim(expression, datetime.now(ZoneInfo(timezone)))
-        next(it)
+        next(CronSim(expression, _CHECK_FROM.replace(tzinfo=ZoneInfo(timezone))))
     except (CronSimError, StopIteration, ValueError) as exc:
         raise InvalidTiming(f"invalid cron expression {expression!r}: {exc}") from None
 

@@ -10,9 +10,10 @@ Errors leave as kopf's retry protocol: an unreachable or overloaded broker, and 
 refuses (401/403: a Secret can be fixed without touching the spec), are TemporaryErrors (the
 status says so and kopf retries); a refusal of the spec (400: a cron the broker cannot fire,
 an unknown time zone; a broker URL off the allow-list) is written to the status as
-Synced=False, reason Refused, and is a PermanentError until the spec changes. The one thing not to break: deleting the resource
-deletes its schedule before the finalizer lets the resource go, so no schedule outlives its
-resource while the broker can be reached.
+Synced=False, reason Refused, and is a PermanentError until the spec changes.
+
+The one thing not to break: deleting the resource deletes its schedule before the finalizer
+lets the resource go, so no schedule outlives its resource while the broker can be reached.
 """
 
 from __future__ import annotations
