@@ -1,5 +1,6 @@
-"""Shared helpers of the benchmarks: a broker subprocess, a cheap HTTP/1.1 load generator,
-wrk integration, CPU/RSS sampling, medians and the JSON summaries.
+"""What the benchmarks add to the tests' process harness (tests/support/processes.py, which
+starts and stops the broker): a broker in a fresh data dir with diagnostic settings, a cheap
+HTTP/1.1 load generator, wrk integration, CPU/RSS sampling, medians and the JSON summaries.
 
 Benchmarks print numbers; nothing here asserts a timing.
 """
@@ -34,9 +35,12 @@ BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
 RESULTS_DIR = BENCH_DIR / "results"
 VENV_BIN = Path(sys.executable).parent
-BROKER_BIN = str(VENV_BIN / "tq-broker")
 WORKER_BIN = str(VENV_BIN / "tq-worker")
 
+# The scripts run as `python bench/x.py`: the repository root makes the tests' harness importable.
+if str(REPO) not in sys.path:
+    sys.path.append(str(REPO))
+from tests.support.processes import BrokerProcess, free_port  # noqa: E402
 
 # -- environment ----------------------------------------------------------------------------
 
@@ -91,12 +95,6 @@ def environment() -> dict[str, Any]:
         "uptime_at_start": uptime(),
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # -- a stable copy of the code under test ------------------------------------------------------
@@ -192,13 +190,17 @@ class Broker:
     role_settings: dict[str, str] = field(default_factory=dict)
     # Diagnostics only: log every statement's duration to data/postgres.log (pg_durations()).
     log_statement_durations: bool = False
-    proc: subprocess.Popen[bytes] | None = None
+    process: BrokerProcess | None = None
     tmp: Path | None = None
     startup_seconds: float = 0.0
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def proc(self) -> subprocess.Popen[bytes] | None:
+        return None if self.process is None else self.process.process
 
     def start(self, timeout: float = 180.0) -> Broker:
         self.port = self.port or free_port()
@@ -238,24 +240,18 @@ class Broker:
 
     def _launch(self, timeout: float) -> None:
         assert self.tmp is not None
-        data = self.tmp / "data"
-        cmd = [*(self.wrapper or [BROKER_BIN]), "--port", str(self.port), "--data-dir", str(data)]
-        cmd += ["--log-level", "warning"]
-        self._log = open(self.tmp / "broker.log", "ab")  # noqa: SIM115
+        # The tests' broker process: auth off (allowed on loopback: the benchmark measures the
+        # queue, not API keys or their rate limits), no metrics or gRPC port.
+        self.process = BrokerProcess(
+            ["--data-dir", str(self.tmp / "data"), "--log-level", "warning"],
+            self.tmp / "broker.log",
+            env=self.env,
+            port=self.port,
+            command=self.wrapper,
+        )
         t0 = time.monotonic()
-        # Auth off (allowed on loopback): the benchmark measures the queue, not API keys or
-        # their rate limits. Older brokers ignore the variable.
-        env = {**os.environ, "TQ_AUTH": "off", **self.env}
-        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=env)
-        deadline = t0 + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"broker exited {self.proc.returncode}: {self.log_tail()}")
-            if http_status(self.url + "/health") == 200:
-                self.startup_seconds = time.monotonic() - t0
-                return
-            time.sleep(0.1)
-        raise RuntimeError(f"broker not healthy after {timeout}s: {self.log_tail()}")
+        self.process.start(wait=False).wait_healthy(timeout)
+        self.startup_seconds = time.monotonic() - t0
 
     def log_tail(self, n: int = 3000) -> str:
         assert self.tmp is not None
@@ -277,15 +273,8 @@ class Broker:
             shutil.rmtree(self.tmp, ignore_errors=True)
 
     def _terminate(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(40)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        if self.proc is not None and not self._log.closed:
-            self._log.close()
+        if self.process is not None:
+            self.process.stop()
 
     def pg_durations(self) -> dict[str, dict[str, float]]:
         """Per statement kind: count, total and p50/p99 ms, from the PostgreSQL log."""

@@ -1,6 +1,5 @@
-"""Run `tq-broker` under cProfile: `python _profiled_broker.py OUT.prof PATCHES [tq-broker args]`.
+"""Run `tq-broker` under cProfile: `python _profiled_broker.py OUT.prof [tq-broker args]`.
 
-PATCHES: `none` or what-if patches of _whatif_broker.py (comma-separated).
 uvicorn re-raises SIGTERM after its graceful shutdown, which would kill the process before
 cProfile writes anything; our own SIGTERM handler (restored by uvicorn) turns it into a
 SystemExit instead, so the embedded PostgreSQL still stops cleanly and the profile is saved.
@@ -12,13 +11,9 @@ import cProfile
 import signal
 import sys
 
-from _whatif_broker import PATCHES
-
 
 def main() -> int:
-    out, patches, argv = sys.argv[1], sys.argv[2], sys.argv[3:]
-    for name in patches.split(","):
-        PATCHES[name]()
+    out, argv = sys.argv[1], sys.argv[2:]
 
     def _exit(signum: int, frame: object) -> None:
         raise SystemExit(0)

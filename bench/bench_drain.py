@@ -32,7 +32,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from _common import (
-    BENCH_DIR,
     Broker,
     CpuMeter,
     RawHttpClient,
@@ -116,11 +115,6 @@ def _broker(args: argparse.Namespace) -> Broker:
         keep_dir=args.count_requests,
         role_settings={"synchronous_commit": "off"} if args.sync_commit_off else {},
         log_statement_durations=args.pg_durations,
-        wrapper=(
-            [sys.executable, str(BENCH_DIR / "_whatif_broker.py"), args.whatif]
-            if args.whatif
-            else []
-        ),
     )
 
 
@@ -360,9 +354,6 @@ def main() -> int:
         "--sync-commit-off",
         action="store_true",
         help="diagnostic, NOT durable: synchronous_commit=off for the broker's role",
-    )
-    parser.add_argument(
-        "--whatif", default="", help="diagnostic: broker with what-if patches (_whatif_broker.py)"
     )
     parser.add_argument(
         "--no-snapshot",

@@ -30,7 +30,8 @@ transaction for --hold-minutes, then commits; then --recovery-minutes more of st
 
     .venv/bin/python bench/bench_soak.py --minutes 30 --hold-minutes 10 --recovery-minutes 3
 
-Writes bench/results/<name>.json (every sample) and <name>.png (bench/soak_plot.py).
+Writes bench/results/<name>.json (every sample; not in git), <name>.summary.json (the rest;
+kept) and <name>.png (bench/soak_plot.py).
 """
 
 from __future__ import annotations
@@ -42,8 +43,6 @@ import json
 import os
 import re
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -54,13 +53,12 @@ from pathlib import Path
 from typing import Any
 
 from _common import (
-    BROKER_BIN,
     RESULTS_DIR,
+    BrokerProcess,
     RawHttpClient,
     cpu_pressure,
     environment,
     free_port,
-    http_status,
     percentile,
     run_async,
     snapshot_sources,
@@ -85,7 +83,7 @@ class System:
     tmp: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="tq-soak-", dir="/tmp")))
     port: int = field(default_factory=free_port)
     pg: Any = None
-    broker: subprocess.Popen[bytes] | None = None
+    broker: BrokerProcess | None = None
 
     @property
     def url(self) -> str:
@@ -118,7 +116,6 @@ class System:
 
     def start_broker(self) -> None:
         env = {
-            **os.environ,
             "TQ_AUTH": "on",
             "TQ_ADMIN_API_KEY": API_KEY,
             "TQ_RATE_LIMIT_PER_SECOND": "100000",
@@ -126,15 +123,13 @@ class System:
             "TQ_RETENTION_SECONDS": str(self.args.retention_seconds),
             "TQ_CLEANUP_INTERVAL_SECONDS": str(self.args.cleanup_interval_seconds),
         }
-        cmd = [BROKER_BIN, "--port", str(self.port), "--database-url", self.database_url()]
-        cmd += ["--metrics-port", "0", "--grpc-port", "0", "--log-level", "warning"]
-        log = open(self.tmp / "broker.log", "ab")  # noqa: SIM115 - closed with the process
-        self.broker = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
-        deadline = time.monotonic() + 120
-        while http_status(self.url + "/health") != 200:
-            if self.broker.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("broker did not start: " + self.log_tail())
-            time.sleep(0.2)
+        self.broker = BrokerProcess(
+            ["--database-url", self.database_url(), "--log-level", "warning"],
+            self.tmp / "broker.log",
+            env=env,
+            port=self.port,
+        )
+        self.broker.start(wait=False).wait_healthy(120)
 
     def log_tail(self) -> str:
         return (self.tmp / "broker.log").read_bytes()[-3000:].decode(errors="replace")
@@ -149,13 +144,8 @@ class System:
             return []
 
     def stop(self) -> None:
-        if self.broker is not None and self.broker.poll() is None:
-            self.broker.send_signal(signal.SIGTERM)
-            try:
-                self.broker.wait(40)
-            except subprocess.TimeoutExpired:
-                self.broker.kill()
-                self.broker.wait(10)
+        if self.broker is not None:
+            self.broker.stop()
         if self.pg is not None:
             self.pg.stop()
 
@@ -509,7 +499,7 @@ class Sampler:
         from psycopg.rows import dict_row
 
         self.system = system
-        self.broker = psutil.Process(system.broker.pid)  # type: ignore[union-attr]
+        self.broker = psutil.Process(system.broker.process.pid)  # type: ignore[union-attr]
         self.workers = [psutil.Process(p) for p in worker_pids]
         self.conn = psycopg.connect(
             system.pg.conninfo(),
@@ -677,7 +667,7 @@ def run_phases(args: argparse.Namespace, system: System, procs: list[Any]) -> di
                 row = sampler.sample(phase, load.drain(), watch.drain(), sql_probe.drain())
                 samples.append(row)
                 _print_row(row, t0)
-                if any(p.poll() is not None for p in procs) or system.broker.poll() is not None:  # type: ignore[union-attr]
+                if any(p.poll() is not None for p in procs) or not system.broker.alive():  # type: ignore[union-attr]
                     raise RuntimeError("a worker or the broker exited; logs in " + str(system.tmp))
             if phase == "hold":
                 holder.release()
@@ -774,13 +764,14 @@ def main() -> int:
         "server_settings": dict(settings[1]),
         **result,
     }
-    from soak_plot import plot, summarize
+    from soak_plot import plot, summarize, without_samples
 
     summary["summary"] = summarize(summary, args.window_minutes * 60)
     path = write_result(name, summary)
+    kept = write_result(f"{name}.summary", without_samples(summary))
     png = plot(summary, RESULTS_DIR / f"{name}.png", args.title)
     print(json.dumps(summary["summary"], indent=2, default=str))
-    print(f"  {summary['uptime_at_end']}\n  wrote {path} and {png}")
+    print(f"  {summary['uptime_at_end']}\n  wrote {path}, {kept} and {png}")
     return 0
 
 

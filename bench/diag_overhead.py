@@ -19,7 +19,6 @@ from typing import Any
 
 import psutil
 from _common import (
-    BENCH_DIR,
     Broker,
     CpuMeter,
     RawHttpClient,
@@ -43,12 +42,6 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--duration", type=float, default=5.0)
-    parser.add_argument(
-        "--whatif",
-        default="",
-        help="run the broker with in-memory what-if patches (see _whatif_broker.py), e.g. "
-        "async-deps; 'none' runs the same launcher unpatched",
-    )
     args = parser.parse_args()
     snapshot_sources()  # a copy of the code: edits made meanwhile cannot break the run
     use_wrk = wrk_path() is not None
@@ -58,11 +51,7 @@ def main() -> int:
         "load_before": loadavg(),
         "generator": "wrk" if use_wrk else "asyncio",
     }
-    wrapper = (
-        [sys.executable, str(BENCH_DIR / "_whatif_broker.py"), args.whatif] if args.whatif else []
-    )
-    out["whatif"] = args.whatif or None
-    with Broker(wrapper=wrapper) as broker:
+    with Broker() as broker:
         assert broker.proc is not None
         bp = psutil.Process(broker.proc.pid)
         host = f"127.0.0.1:{broker.port}"
@@ -127,7 +116,7 @@ def main() -> int:
             )
     out["load_after"] = loadavg()
     print(
-        f"broker CPU per request{' [what-if: ' + args.whatif + ']' if args.whatif else ''}, "
+        "broker CPU per request, "
         f"{args.connections} clients, load {out['load_before']} -> "
         f"{out['load_after']}"
     )
@@ -135,8 +124,7 @@ def main() -> int:
         rows,
         ["request", "req/s", "p50 ms", "broker CPU", "broker ms/req", "pg ms/req", "generator CPU"],
     )
-    name = "diag_overhead" + (f"_{args.whatif.replace(',', '_')}" if args.whatif else "")
-    print(f"wrote {write_result(name, out)}")
+    print(f"wrote {write_result('diag_overhead', out)}")
     return 0
 
 

@@ -107,14 +107,12 @@ def main() -> int:
         action="store_true",
         help="drain: also profile the worker (results/profile_worker_0.prof)",
     )
-    parser.add_argument("--whatif", default="none", help="what-if patches (_whatif_broker.py)")
     args = parser.parse_args()
     snapshot_sources()  # a copy of the code: edits made meanwhile cannot break the run
 
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    suffix = "" if args.whatif == "none" else "_" + args.whatif.replace(",", "_")
-    prof = RESULTS_DIR / f"profile_{args.workload}{suffix}.prof"
-    wrapper = [sys.executable, str(BENCH_DIR / "_profiled_broker.py"), str(prof), args.whatif]
+    prof = RESULTS_DIR / f"profile_{args.workload}.prof"
+    wrapper = [sys.executable, str(BENCH_DIR / "_profiled_broker.py"), str(prof)]
     print(f"profiling broker under {args.workload!r}; load {loadavg()}")
     use_wrk = wrk_path() is not None
     with Broker(wrapper=wrapper) as broker:

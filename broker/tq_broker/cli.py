@@ -16,25 +16,27 @@ import sys
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
 from prometheus_client import start_http_server
 from pydantic import ValidationError
+from uvicorn.config import STARTUP_FAILURE
 
 from tq_broker import redaction
-from tq_broker.app import connector_config, create_app
+from tq_broker.api.deps import broker_of
+from tq_broker.app import create_app
+from tq_broker.broker import Broker, connector_config
 from tq_broker.connector import Connector
 from tq_broker.embedded import EmbeddedPostgres, EmbeddedPostgresError
 from tq_broker.errors import StoreUnavailable
 from tq_broker.http_protocol import protocol_with_deadlines
-from tq_broker.keys import ApiKeyStore, Permission
+from tq_broker.keys import Permission
+from tq_broker.metrics import BrokerMetrics
 from tq_broker.migrations import migrate
 from tq_broker.settings import BrokerSettings
-
-if TYPE_CHECKING:
-    from tq_broker.rpc.server import GrpcServer
+from tq_client.logs import add_logging_arguments, configure_from_arguments, uvicorn_log_config
 
 log = logging.getLogger("tq_broker")
 
@@ -54,7 +56,7 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="also run a worker with the demo handlers (TQ_DEMO_WORKER)",
     )
-    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
+    add_logging_arguments(parser)  # --log-format text|json (TQ_LOG_FORMAT), --log-level
     return parser
 
 
@@ -103,9 +105,11 @@ async def _migrate(settings: BrokerSettings) -> list[int]:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    try:
+        configure_from_arguments(args)
+    except ValueError as exc:
+        print(f"tq-broker: {exc}", file=sys.stderr)
+        return 2
     try:
         settings = _settings(args)
     except ValidationError as exc:
@@ -140,27 +144,21 @@ class BrokerServer(uvicorn.Server):
         self.app = app
         # Runs before the server stops (the demo worker drains while its broker still serves).
         self.before_exit: Callable[[], Awaitable[None]] | None = None
-        self.grpc: GrpcServer | None = None
-        self.failed = False
 
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets)  # runs the app's lifespan: app.state is ready after it
-        if self.started and self.grpc is not None:
-            try:
-                await self.grpc.start(self.app.state)
-            except RuntimeError as exc:
-                log.error("gRPC API not started: %s", exc)
-                self.failed = self.should_exit = True
+    def _broker(self) -> Broker | None:
+        """The replica, while the app's lifespan has it open."""
+        return getattr(self.app.state, "broker", None)
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        if self.grpc is not None:  # before the lifespan closes what the rpcs use
-            await self.grpc.stop()
+        broker = self._broker()
+        if broker is not None and broker.grpc is not None:  # its streams end with HTTP's
+            await broker.grpc.stop()
         await super().shutdown(sockets)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        notifier = getattr(self.app.state, "notifier", None)
-        if notifier is not None:
-            notifier.close()
+        broker = self._broker()
+        if broker is not None:
+            broker.begin_stop()
         before, self.before_exit = self.before_exit, None
         if before is None:
             super().handle_exit(sig, frame)
@@ -176,7 +174,11 @@ class BrokerServer(uvicorn.Server):
 
 
 def serve(settings: BrokerSettings) -> int:
-    app = create_app(settings)
+    """Serve until stopped; uvicorn's own lines go through our handler, in our format, at the
+    root logger's level (`configure_logging` ran first)."""
+    level = logging.getLevelName(logging.getLogger().getEffectiveLevel()).lower()
+    metrics = BrokerMetrics(settings.metrics_task_types_max)
+    app = create_app(settings, metrics, serve_grpc=bool(settings.grpc_port))
     config = uvicorn.Config(
         app,
         host=settings.host,
@@ -189,7 +191,8 @@ def serve(settings: BrokerSettings) -> int:
         ssl_certfile=settings.tls_cert_file,
         ssl_keyfile=settings.tls_key_file,
         access_log=settings.access_log,
-        log_level="info",
+        log_config=uvicorn_log_config(level),
+        log_level=level,
         timeout_graceful_shutdown=10,
         # Longer than any client's idle gap (workers heartbeat every 5 s): a keep-alive
         # connection closed by the server just as a client reuses it is a spurious ReadError.
@@ -197,14 +200,10 @@ def serve(settings: BrokerSettings) -> int:
     )
     redaction.install()  # after uvicorn.Config, which sets up uvicorn's handlers
     server = BrokerServer(config, app)
-    if settings.grpc_port:
-        from tq_broker.rpc.server import GrpcServer  # grpc costs ~0.5 s of imports: only if used
-
-        server.grpc = GrpcServer(settings)
     scheme = "https" if settings.tls_files() else "http"
     log.info("taskqueue broker on %s://%s:%s", scheme, settings.host, settings.port)
     if settings.metrics_port:
-        start_http_server(settings.metrics_port, settings.host, app.state.metrics.registry)
+        start_http_server(settings.metrics_port, settings.host, metrics.registry)
         log.info("metrics on http://%s:%s/metrics", settings.host, settings.metrics_port)
     if not settings.auth_enabled():
         log.warning(
@@ -212,18 +211,26 @@ def serve(settings: BrokerSettings) -> int:
             "Allowed only on a loopback address; set TQ_AUTH=on or TQ_ADMIN_API_KEY to require "
             "API keys."
         )
-    if not settings.demo_worker:
-        server.run()
-        return 0 if server.started and not server.failed else 1
-    return asyncio.run(_serve_with_demo_worker(server, settings))
+    try:
+        if not settings.demo_worker:
+            server.run()
+            return 0 if server.started else 1
+        return asyncio.run(_serve_with_demo_worker(server, settings))
+    except SystemExit as exc:
+        # uvicorn exits 3 when the lifespan fails to open the broker (database, gRPC port):
+        # like every other failure to start, that is exit status 1; the log says why.
+        if exc.code != STARTUP_FAILURE:
+            raise
+        return 1
 
 
 async def _demo_worker_key(server: BrokerServer, settings: BrokerSettings) -> str:
     """The admin key if one is configured, else a fresh key with process_tasks only."""
     if settings.admin_api_key is not None:
         return settings.admin_api_key.get_secret_value()
-    keys: ApiKeyStore = server.app.state.keys
-    secret, _ = await keys.key_insert("demo-worker", [Permission.PROCESS_TASKS], None, None)
+    secret, _ = await broker_of(server.app).keys.key_insert(
+        "demo-worker", [Permission.PROCESS_TASKS], None, None
+    )
     return secret
 
 
@@ -266,7 +273,7 @@ async def _serve_with_demo_worker(server: BrokerServer, settings: BrokerSettings
         await serving
     finally:
         await stop_worker()
-    return 1 if server.failed else 0
+    return 0
 
 
 if __name__ == "__main__":

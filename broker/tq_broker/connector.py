@@ -157,15 +157,14 @@ class DedicatedSession(Session):
 
     async def notifications(
         self, timeout_seconds: float, stop_after: int = 1000
-    ) -> list[tuple[str, str]]:
-        """(channel, payload) of the notifications that arrive within the timeout (at most
-        stop_after)."""
-        received: list[tuple[str, str]] = []
+    ) -> AsyncIterator[tuple[str, str]]:
+        """(channel, payload) of each notification as soon as it arrives, until the timeout
+        (or stop_after of them). Yielded one by one, not gathered: a waiter woken by one must
+        not wait for the rest of the timeout."""
         async with translated_errors():
             gen = self._dedicated.notifies(timeout=timeout_seconds, stop_after=stop_after)
             async for notification in gen:
-                received.append((notification.channel, notification.payload))
-        return received
+                yield notification.channel, notification.payload
 
     async def close(self) -> None:
         await self._dedicated.close()

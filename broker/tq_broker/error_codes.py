@@ -17,6 +17,7 @@ from tq_broker.errors import (
     StoreUnavailable,
 )
 from tq_broker.task_store import PendingCapReached
+from tq_broker.task_waits import EventFeedUnavailable, TooManyWaiters
 
 ERROR_CODES: dict[type[BrokerError], tuple[int, str]] = {
     InvalidRequest: (400, "INVALID_ARGUMENT"),
@@ -29,6 +30,8 @@ ERROR_CODES: dict[type[BrokerError], tuple[int, str]] = {
     TooManyStreams: (429, "RESOURCE_EXHAUSTED"),
     PendingCapReached: (429, "RESOURCE_EXHAUSTED"),
     StoreUnavailable: (503, "UNAVAILABLE"),
+    TooManyWaiters: (503, "UNAVAILABLE"),
+    EventFeedUnavailable: (503, "UNAVAILABLE"),
 }
 UNEXPECTED = (500, "INTERNAL")
 

@@ -7,8 +7,10 @@ subscriber (a row in `tq_event_listeners`). Without subscribers nothing is sent;
 still runs, at most every `QUIET_COALESCE_SECONDS` while there is traffic.
 
 Receiving: the replica's listener hands each notification to `EventHub.dispatch`, which queues
-each event for the local subscribers whose filters match. A subscriber that does not keep up is
-dropped, never buffered without bound.
+each event for the local subscribers whose filters match. Subscribers to given task ids (a
+`?wait=` request, a stream filtered by `task_ids`) are found by id, so thousands of them cost
+an event a dictionary lookup, not a scan. A subscriber that does not keep up is dropped, never
+buffered without bound.
 
 The guarantee (the one thing not to break): a subscriber is told it is live (`subscribed`, or a
 gRPC stream's initial metadata) only after its replica's registration row has committed and its
@@ -44,6 +46,9 @@ COALESCE_SECONDS = 0.005  # while someone listens: gather this long, then send
 QUIET_COALESCE_SECONDS = 0.1  # while nobody did at the last send: one statement per this long
 IDLE_WAIT_SECONDS = 0.5
 REGISTRATION_CHECK_SECONDS = 0.05
+# Kept registered this long after the last subscriber left: short-lived subscribers (a `?wait=`
+# per submit) neither churn the row nor find publishers in their slow, nobody-listens pace.
+UNREGISTER_AFTER_IDLE_SECONDS = 5.0
 BUFFER_MAX = 100_000  # events waiting to be sent; beyond it they are dropped (a lossy feed)
 
 
@@ -142,14 +147,17 @@ class EventPublisher:
 class Subscription:
     task_types: frozenset[str]
     statuses: frozenset[str]
+    task_ids: frozenset[str] = frozenset()  # canonical UUID strings; empty: any task
     queue: asyncio.Queue[TaskEvent] = field(
         default_factory=lambda: asyncio.Queue(SUBSCRIBER_QUEUE_MAX)
     )
     dropped: bool = False
 
     def matches(self, event: TaskEvent) -> bool:
-        return (not self.task_types or event.task_type in self.task_types) and (
-            not self.statuses or event.status in self.statuses
+        return (
+            (not self.task_types or event.task_type in self.task_types)
+            and (not self.statuses or event.status in self.statuses)
+            and (not self.task_ids or event.task_id in self.task_ids)
         )
 
 
@@ -165,9 +173,12 @@ class EventHub:
     def __init__(self, connector: Connector) -> None:
         self._db = connector
         self.replica_id = f"replica-{uuid.uuid4()}"
-        self._subscribers: set[Subscription] = set()
+        self._subscribers: set[Subscription] = set()  # all of them
+        self._any_task: set[Subscription] = set()  # those without a task_ids filter
+        self._by_task: dict[str, set[Subscription]] = {}  # the others, by each of their ids
         self._registered_event = asyncio.Event()
         self._renew_at = 0.0
+        self._last_subscriber_at = 0.0
         # Set while the LISTEN is up: the replica's Listener's own event, once it is built.
         self.listening = asyncio.Event()
 
@@ -182,40 +193,69 @@ class EventHub:
             return False
         return True
 
-    def subscribe(self, task_types: Iterable[str], statuses: Iterable[str]) -> Subscription:
-        subscription = Subscription(frozenset(task_types), frozenset(statuses))
+    def subscribe(
+        self,
+        task_types: Iterable[str],
+        statuses: Iterable[str],
+        task_ids: Iterable[str] = (),
+    ) -> Subscription:
+        subscription = Subscription(frozenset(task_types), frozenset(statuses), frozenset(task_ids))
         self._subscribers.add(subscription)
+        if not subscription.task_ids:
+            self._any_task.add(subscription)
+        for task_id in subscription.task_ids:
+            self._by_task.setdefault(task_id, set()).add(subscription)
         return subscription
 
     def unsubscribe(self, subscription: Subscription) -> None:
+        if subscription in self._subscribers:
+            self._last_subscriber_at = time.monotonic()
         self._subscribers.discard(subscription)
+        self._any_task.discard(subscription)
+        for task_id in subscription.task_ids:
+            subscribers = self._by_task.get(task_id)
+            if subscribers is not None:
+                subscribers.discard(subscription)
+                if not subscribers:
+                    del self._by_task[task_id]
+
+    @property
+    def subscriber_count(self) -> int:
+        return len(self._subscribers)
 
     def dispatch(self, events: Iterable[TaskEvent]) -> None:
         for event in events:
-            for sub in list(self._subscribers):
+            by_id = self._by_task.get(event.task_id)
+            candidates = [*self._any_task, *by_id] if by_id else list(self._any_task)
+            for sub in candidates:
                 if sub.dropped or not sub.matches(event):
                     continue
                 try:
                     sub.queue.put_nowait(event)
                 except asyncio.QueueFull:
                     sub.dropped = True  # the consumer sees this and closes its stream
-                    self._subscribers.discard(sub)
+                    self.unsubscribe(sub)
 
     def on_notification(self, payload: str) -> None:
         self.dispatch(decode_events(payload))
 
     async def run_once(self) -> bool:
         """Register while there are subscribers (renewed well within the TTL); unregister once
-        the last one left. Whether this replica is registered now."""
+        the last one left UNREGISTER_AFTER_IDLE_SECONDS ago. Whether this replica is registered
+        now."""
         registered = self._registered_event.is_set()
-        if self._subscribers and (not registered or time.monotonic() >= self._renew_at):
+        now = time.monotonic()
+        lingering = now - self._last_subscriber_at < UNREGISTER_AFTER_IDLE_SECONDS
+        if (self._subscribers or (registered and lingering)) and (
+            not registered or now >= self._renew_at
+        ):
             await self._db.execute(
                 "event_listener_register",
                 {"replica_id": self.replica_id, "ttl_seconds": LISTENER_TTL_SECONDS},
             )
             self._renew_at = time.monotonic() + LISTENER_RENEW_SECONDS
             self._registered_event.set()
-        elif not self._subscribers and registered:
+        elif not self._subscribers and registered and not lingering:
             await self.close()
         return self._registered_event.is_set()
 

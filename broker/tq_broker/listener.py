@@ -45,7 +45,7 @@ class Listener:
             if self._session is None or self._session.closed:
                 await self._connect()
             assert self._session is not None
-            for channel, payload in await self._session.notifications(WAIT_SECONDS, BATCH_MAX):
+            async for channel, payload in self._session.notifications(WAIT_SECONDS, BATCH_MAX):
                 handler = self._handlers.get(channel)
                 if handler is not None:
                     handler(payload)

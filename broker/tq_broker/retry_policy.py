@@ -1,6 +1,6 @@
 """The knobs of the failed-attempt rule, named once.
 
-The rule itself is the SQL function `tq_failed_attempt` (migration 0007): with retries left, a
+The rule itself is the SQL function `tq_failed_attempt` (migration 0008): with retries left, a
 failed attempt waits min(cap, base * 2^retry_count), with equal jitter, before the task is
 claimable again; without, the task is dead-lettered. Workers failing, and the rescuer
 finding an expired lease, both go through it.

@@ -19,6 +19,7 @@ from tq_broker.metrics import TASK_TYPES_MAX_DEFAULT
 from tq_broker.ratelimit import BURST_DEFAULT, HEARTBEAT_BURST_DEFAULT, RATE_DEFAULT
 from tq_broker.retry_policy import BACKOFF_BASE_SECONDS_DEFAULT, BACKOFF_CAP_SECONDS_DEFAULT
 from tq_broker.task_store import PAYLOAD_LIMIT_BYTES_DEFAULT
+from tq_broker.task_waits import MAX_WAITERS_DEFAULT
 
 BOOTSTRAP_KEY_MIN_LENGTH = 32  # guessing it must be hopeless
 
@@ -115,6 +116,13 @@ class BrokerSettings(BaseSettings):
         description="Heartbeats a worker may send per lease TTL, per replica (past it: 429).",
     )
     claim_wait_max_seconds: float = Field(20.0, ge=0, description="Longest claim long-poll.")
+    max_task_waiters: int = Field(
+        MAX_WAITERS_DEFAULT,
+        ge=1,
+        description="GET /api/v1/tasks/{id}?wait= requests waiting at once, per replica; past "
+        "it: 503 with Retry-After. Each holds a connection (max_connections) but no database "
+        "connection.",
+    )
     claim_poll_interval_seconds: float = Field(
         1.0,
         gt=0,

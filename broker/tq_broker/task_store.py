@@ -19,17 +19,26 @@ from tq_broker.errors import BrokerError, Conflict, NotFound, PayloadTooLarge
 from tq_broker.events import EventPublisher
 from tq_broker.ids import new_task_id
 from tq_client.models import (
+    MAX_RETRIES_DEFAULT,
+    TIMEOUT_SECONDS_DEFAULT,
+    UNSERVED_TASK_TYPES_MAX,
     QueueDepth,
     QueueDepthByPriority,
     Stats,
     SubmitTaskRequest,
     SubmitTaskResponse,
+    TaskAttempt,
     TaskDetail,
     TaskStatus,
     TaskSummary,
 )
 
 PAYLOAD_LIMIT_BYTES_DEFAULT = 1024 * 1024
+# A limit a submit omits: the task type's registered default (task_options), else these.
+_CONTRACT_DEFAULTS = {
+    "timeout_default": TIMEOUT_SECONDS_DEFAULT,
+    "max_retries_default": MAX_RETRIES_DEFAULT,
+}
 Queries = Connector | Session  # both run named statements
 
 
@@ -125,6 +134,7 @@ class TaskStore:
             "run_at": request.schedule_at,
             "timeout_seconds": request.timeout_seconds,
             "max_retries": request.max_retries,
+            **_CONTRACT_DEFAULTS,
             "idempotency_key": idempotency_key,
             "request_digest": digest,
             "key_id": submitter.key_id if submitter.max_pending is not None else None,
@@ -169,6 +179,7 @@ class TaskStore:
                     "run_ats": [r.schedule_at for r in requests],
                     "timeouts": [r.timeout_seconds for r in requests],
                     "max_retries": [r.max_retries for r in requests],
+                    **_CONTRACT_DEFAULTS,
                     "key_id": submitter.key_id if submitter.max_pending is not None else None,
                 },
             )
@@ -180,6 +191,13 @@ class TaskStore:
         if row is None:
             raise NotFound(f"task {task_id} not found")
         return TaskDetail.model_validate(_bytes_columns(row, "result"))
+
+    async def task_attempts(self, task_id: UUID) -> list[TaskAttempt]:
+        """Oldest first; at most ATTEMPTS_KEPT (the claim trims older ones)."""
+        rows = await self._db.fetch_all("task_attempts", {"task_id": task_id})
+        if not rows:
+            raise NotFound(f"task {task_id} not found")
+        return [TaskAttempt.model_validate(row) for row in rows if row["attempt"] is not None]
 
     async def task_list(
         self, status: TaskStatus | None, task_type: str | None, limit: int, offset: int
@@ -218,6 +236,7 @@ class TaskStore:
             queue_depth_by_priority=QueueDepthByPriority(
                 high=row["high"], normal=row["normal"], low=row["low"]
             ),
+            scheduled_count=row["scheduled_count"],
         )
 
     async def health_counts(self) -> HealthCounts:
@@ -226,7 +245,9 @@ class TaskStore:
         return HealthCounts(row["connected_workers"], row["pending_tasks"])
 
     async def queue_depth(self, task_types: list[str]) -> QueueDepth:
-        row = await self._db.fetch_one("queue_depth", {"task_types": task_types})
+        row = await self._db.fetch_one(
+            "queue_depth", {"task_types": task_types, "unserved_max": UNSERVED_TASK_TYPES_MAX}
+        )
         assert row is not None
         return QueueDepth(task_types=task_types, **row)
 

@@ -21,7 +21,7 @@ from tq_broker.events import EventPublisher
 from tq_broker.notifier import TaskReadyNotifier
 from tq_broker.retry_policy import BACKOFF_BASE_SECONDS_DEFAULT, BACKOFF_CAP_SECONDS_DEFAULT
 from tq_broker.task_store import PAYLOAD_LIMIT_BYTES_DEFAULT
-from tq_client.models import WorkerInfo
+from tq_client.models import ATTEMPTS_KEPT, WorkerInfo
 from tq_client.protocol import (
     ClaimedTask,
     CompletedTask,
@@ -31,7 +31,10 @@ from tq_client.protocol import (
     Lease,
     LeaseOutcome,
     RegisterWorkerRequest,
+    TaskTypeOptions,
 )
+
+NO_OPTIONS = TaskTypeOptions()  # a type registered without options: the contract's defaults
 
 
 @dataclass(frozen=True)
@@ -88,13 +91,18 @@ class WorkerStore:
         self, request: RegisterWorkerRequest, caller: Caller = ANY_CALLER
     ) -> None:
         prefetch = request.concurrency if request.prefetch is None else request.prefetch
+        # Deduplicated: one defaults row per type (an upsert may not touch a row twice).
+        task_types = list(dict.fromkeys(request.task_types))
+        options = [request.task_options.get(t, NO_OPTIONS) for t in task_types]
         row = await self._db.fetch_one(
             "worker_register",
             {
                 "worker_id": request.worker_id,
-                "task_types": list(request.task_types),
+                "task_types": task_types,
                 "concurrency": request.concurrency,
                 "prefetch": prefetch,
+                "default_max_retries": [o.max_retries for o in options],
+                "default_timeouts": [o.timeout_seconds for o in options],
                 **caller.params(),
             },
         )
@@ -184,6 +192,7 @@ class WorkerStore:
                 "worker_id": worker_id,
                 "max_tasks": max_tasks,
                 "lease_ttl_seconds": self.config.lease_ttl_seconds,
+                "attempts_kept": ATTEMPTS_KEPT,
                 **caller.params(),
             },
         )
@@ -267,6 +276,10 @@ class WorkerStore:
                 "lease_tokens": [t.lease_token for t in tasks],
                 "errors": [storable_text(t.error) for t in tasks],
                 "retryable": [t.retryable for t in tasks],
+                "retry_delays": [
+                    None if t.retry_delay_seconds is None else float(t.retry_delay_seconds)
+                    for t in tasks
+                ],
                 "backoff_base_seconds": self.config.backoff_base_seconds,
                 "backoff_cap_seconds": self.config.backoff_cap_seconds,
             },

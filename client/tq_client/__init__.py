@@ -7,18 +7,24 @@ from tq_client.client import AsyncTaskQueueClient, TaskQueueClient, TaskQueueErr
 from tq_client.models import (
     SubmitTaskRequest,
     SubmitTaskResponse,
+    TaskAttempt,
     TaskDetail,
     TaskStatus,
     TaskSummary,
 )
+from tq_client.payloads import decode_json
+from tq_client.waiting import WaitTimeout
 
 __all__ = [
     "AsyncTaskQueueClient",
     "SubmitTaskRequest",
     "SubmitTaskResponse",
+    "TaskAttempt",
     "TaskDetail",
     "TaskQueueClient",
     "TaskQueueError",
     "TaskStatus",
     "TaskSummary",
+    "WaitTimeout",
+    "decode_json",
 ]

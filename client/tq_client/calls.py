@@ -16,6 +16,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from tq_client.errors import InvalidRequest, TaskQueueError, error_from_response
 from tq_client.models import (
+    WAIT_SECONDS_MAX,
     CreatedKey,
     CreateKeyRequest,
     Health,
@@ -26,11 +27,13 @@ from tq_client.models import (
     SubmitBatchResponse,
     SubmitTaskRequest,
     SubmitTaskResponse,
+    TaskAttempt,
     TaskDetail,
     TaskStatus,
     TaskSummary,
     WorkerInfo,
 )
+from tq_client.payloads import NO_JSON, payload_bytes
 
 DEFAULT_TIMEOUT_SECONDS = 10.0
 USER_AGENT = "tq-client/0.1"
@@ -41,6 +44,7 @@ TaskSummaries = list[TaskSummary]
 Submitted = list[SubmitTaskResponse]
 Workers = list[WorkerInfo]
 Keys = list[KeyInfo]
+Attempts = list[TaskAttempt]
 
 
 @dataclass(frozen=True)
@@ -54,19 +58,40 @@ class Call(Generic[T]):
     params: tuple[tuple[str, str], ...] = ()
     body: BaseModel | None = None
     headers: dict[str, str] = field(default_factory=dict)
+    # Seconds the broker may take on purpose (a long-poll) on top of the client's timeout.
+    holds_seconds: float = 0.0
 
-    def request(self, http: httpx.Client | httpx.AsyncClient) -> httpx.Request:
+    def request(
+        self,
+        http: httpx.Client | httpx.AsyncClient,
+        base_url: str | None = None,
+        api_key: str | None = None,
+    ) -> httpx.Request:
+        """`base_url` and `api_key`: per call, for one httpx client that talks to many brokers
+        (the operator); the user clients set both once on their httpx client."""
         headers = dict(self.headers)
+        if api_key:
+            headers["Authorization"] = f"Bearer {api_key}"
         content = None
         if self.body is not None:
             content = self.body.model_dump_json(exclude_none=True).encode()
             headers["Content-Type"] = "application/json"
+        extra: dict[str, Any] = {}
+        if self.holds_seconds:
+            base = http.timeout
+            extra["timeout"] = httpx.Timeout(
+                connect=base.connect,
+                read=None if base.read is None else base.read + self.holds_seconds,
+                write=base.write,
+                pool=base.pool,
+            )
         return http.build_request(
             self.method,
-            self.path,
+            self.path if base_url is None else f"{base_url.rstrip('/')}{self.path}",
             params=self.params,
             content=content,
             headers=headers,
+            **extra,
         )
 
     def result(self, response: httpx.Response) -> T:
@@ -119,17 +144,19 @@ def _segment(value: UUID | str) -> str:
 
 def submit_call(
     task_type: str,
-    payload: bytes,
+    payload: object,
     priority: int,
     schedule_at: datetime | None,
-    timeout_seconds: int,
-    max_retries: int,
+    timeout_seconds: int | None,
+    max_retries: int | None,
     idempotency_key: str | None,
+    json: Any = NO_JSON,
 ) -> Call[SubmitTaskResponse]:
+    """The submit request; a payload that is not bytes raises TypeError here, unsent."""
     body = _build(
         SubmitTaskRequest,
         task_type=task_type,
-        payload=payload,
+        payload=payload_bytes(payload, json),
         priority=priority,
         schedule_at=schedule_at,
         timeout_seconds=timeout_seconds,
@@ -182,8 +209,19 @@ def create_key_call(
     return Call("POST", "/api/v1/keys", _model(CreatedKey), frozenset({201}), body=body)
 
 
-def get_call(task_id: UUID | str) -> Call[TaskDetail]:
-    return Call("GET", f"/api/v1/tasks/{_segment(task_id)}", _model(TaskDetail))
+def get_call(task_id: UUID | str, wait_seconds: float | None = None) -> Call[TaskDetail]:
+    """GET a task; with `wait_seconds` (0-60) the broker answers once it is terminal, or then."""
+    path = f"/api/v1/tasks/{_segment(task_id)}"
+    if wait_seconds is None:
+        return Call("GET", path, _model(TaskDetail))
+    seconds = min(max(wait_seconds, 0.0), float(WAIT_SECONDS_MAX))
+    params = (("wait", f"{seconds:.3f}".rstrip("0").rstrip(".")),)
+    return Call("GET", path, _model(TaskDetail), params=params, holds_seconds=seconds)
+
+
+def attempts_call(task_id: UUID | str) -> Call[Attempts]:
+    path = f"/api/v1/tasks/{_segment(task_id)}/attempts"
+    return Call("GET", path, _models(TaskAttempt))
 
 
 def cancel_call(task_id: UUID | str) -> Call[None]:

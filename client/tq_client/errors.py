@@ -65,14 +65,16 @@ ERROR_BY_STATUS: dict[int, type[TaskQueueError]] = {
 
 def error_from_response(response: httpx.Response) -> TaskQueueError:
     """The broker's `{"error": ...}` answer as an exception of the matching class."""
-    message = _error_message(response)
+    message = error_message(response)
     if response.status_code == 429:
-        return RateLimited(429, message, _retry_after(response))
+        return RateLimited(429, message, retry_after(response))
     cls = ERROR_BY_STATUS.get(response.status_code, TaskQueueError)
     return cls(response.status_code, message)
 
 
-def _error_message(response: httpx.Response) -> str:
+def error_message(response: httpx.Response) -> str:
+    """The message of the broker's `{"error": "..."}` body; else the start of whatever came
+    (a proxy's HTML page), else the status's reason phrase. Every component reads errors here."""
     try:
         body = response.json()
     except ValueError:
@@ -82,7 +84,9 @@ def _error_message(response: httpx.Response) -> str:
     return response.text.strip()[:200] or response.reason_phrase or "error"
 
 
-def _retry_after(response: httpx.Response) -> float | None:
+def retry_after(response: httpx.Response) -> float | None:
+    """Retry-After in seconds, None when absent or not a number (our broker never sends the
+    HTTP-date form)."""
     try:
         return float(response.headers.get("Retry-After", ""))
     except ValueError:

@@ -30,6 +30,10 @@ TASK_TYPE_PATTERN = r"^[A-Za-z0-9_.:-]{1,128}$"
 PRIORITY_DEFAULT = 100
 TIMEOUT_SECONDS_DEFAULT = 300
 MAX_RETRIES_DEFAULT = 3
+WAIT_SECONDS_MAX = 60  # GET /api/v1/tasks/{id}?wait=<seconds>: 0 to this
+ATTEMPTS_KEPT = 50  # GET /api/v1/tasks/{id}/attempts: the last this many attempts of a task
+TASK_IDS_FILTER_MAX = 1000  # task_ids in a WebSocket or gRPC subscription filter
+UNSERVED_TASK_TYPES_MAX = 100  # task types listed in QueueDepth.unserved_task_types
 HIGH_PRIORITY_MIN = 200  # high >= 200, normal 100-199, low <= 99
 NORMAL_PRIORITY_MIN = 100
 
@@ -116,8 +120,11 @@ class SubmitTaskRequest(RequestModel):
     payload: Base64Bytes = b""
     priority: Annotated[StrictInt, Field(ge=0, le=255)] = PRIORITY_DEFAULT
     schedule_at: Timestamp | None = None
-    timeout_seconds: Annotated[StrictInt, Field(ge=1, le=86400)] = TIMEOUT_SECONDS_DEFAULT
-    max_retries: Annotated[StrictInt, Field(ge=0, le=100)] = MAX_RETRIES_DEFAULT
+    # Omitted (or null): the default a worker registered for the task type (the latest
+    # registration wins), else TIMEOUT_SECONDS_DEFAULT / MAX_RETRIES_DEFAULT. An explicit value
+    # always wins. Clients serialize with exclude_none so "omitted" stays omitted.
+    timeout_seconds: Annotated[StrictInt, Field(ge=1, le=86400)] | None = None
+    max_retries: Annotated[StrictInt, Field(ge=0, le=100)] | None = None
 
 
 class SubmitBatchRequest(RequestModel):
@@ -149,6 +156,34 @@ class TaskDetail(TaskSummary):
     error: str | None = None
     retry_count: int = 0
     worker_id: str | None = None
+    # Beyond the contract's body (None from a broker that predates them): the limits the task
+    # runs under, and when it is due (schedule_at, or the next retry after a backoff; for a task
+    # that already ran, when it last became due).
+    max_retries: int | None = None
+    timeout_seconds: int | None = None
+    run_at: datetime | None = None
+
+
+class AttemptOutcome(StrEnum):
+    """How an attempt ended; None on the wire while it runs."""
+
+    COMPLETED = "completed"
+    FAILED = "failed"  # the handler failed (retried or dead-lettered per the task's retries)
+    EXPIRED = "expired"  # the lease or the deadline passed: the rescuer took it back
+    RELEASED = "released"  # handed back unstarted (drain); not counted as a retry
+    CANCELLED = "cancelled"  # the task was cancelled while this attempt held it
+
+
+class TaskAttempt(WireModel):
+    """GET /api/v1/tasks/{task_id}/attempts: one claim of a task, oldest first (the last
+    ATTEMPTS_KEPT per task are kept; they are deleted with the task)."""
+
+    attempt: int  # 1 for the first claim
+    worker_id: str
+    claimed_at: datetime
+    finished_at: datetime | None = None
+    outcome: AttemptOutcome | None = None
+    error: str | None = None
 
 
 class QueueDepthByPriority(WireModel):
@@ -165,6 +200,15 @@ class Stats(WireModel):
     worker_count: int
     avg_processing_time_ms: float
     queue_depth_by_priority: QueueDepthByPriority
+    # Beyond the contract: waiting tasks not yet due (schedule_at or a retry backoff in the
+    # future). pending_count and queue_depth_by_priority count only tasks due now.
+    scheduled_count: int = 0
+
+
+class WorkerStatus(StrEnum):
+    ONLINE = "online"  # heartbeating, claiming
+    DRAINING = "draining"  # told to stop (SIGTERM or drain): finishes what it holds, claims no more
+    OFFLINE = "offline"  # deregistered, or silent past the heartbeat timeout
 
 
 class WorkerInfo(WireModel):
@@ -174,6 +218,10 @@ class WorkerInfo(WireModel):
     current_tasks: int
     cpu_usage_percent: float
     memory_usage_mb: float
+    # Beyond the contract (defaults for a broker that predates them).
+    task_types: list[str] = []
+    concurrency: int = 0
+    status: WorkerStatus = WorkerStatus.ONLINE
 
 
 class Health(WireModel):
@@ -247,3 +295,6 @@ class QueueDepth(WireModel):
     ready: int  # claimable now (pending, or failed past its backoff)
     scheduled: int  # waiting for schedule_at or a retry backoff
     in_progress: int  # claimed by a worker
+    # Of the asked task types: those with ready tasks and no online worker registered for them
+    # (sorted; at most UNSERVED_TASK_TYPES_MAX).
+    unserved_task_types: list[str] = []

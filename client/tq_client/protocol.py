@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Annotated
 from uuid import UUID
 
-from pydantic import Field, StrictBool, StrictFloat, StrictInt, StrictStr
+from pydantic import Field, StrictBool, StrictFloat, StrictInt, StrictStr, model_validator
 
 from tq_client.models import Base64Bytes, RequestModel, TaskType, WireModel
 
@@ -20,6 +20,21 @@ WORKER_ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,200}$"
 WorkerId = Annotated[StrictStr, Field(pattern=WORKER_ID_PATTERN)]
 BATCH_MAX = 1000
 Number = StrictFloat | StrictInt
+ERROR_MAX_CHARS = 16_384  # FailedTask.error: type, message and a bounded traceback
+RETRY_DELAY_MAX_SECONDS = 86_400
+
+
+class TaskTypeOptions(RequestModel):
+    """A worker's defaults for one task type, applied by the broker to submits that omit them.
+
+    Conflict rule: the latest registration that lists the type in `task_types` sets its
+    defaults, on every replica: its entry here (a field left None: the contract's default), or,
+    with no entry, the contract's defaults. So what the most recently (re)started worker of a
+    type says is what applies, and removing an option takes effect at the next registration.
+    """
+
+    max_retries: Annotated[StrictInt, Field(ge=0, le=100)] | None = None
+    timeout_seconds: Annotated[StrictInt, Field(ge=1, le=86400)] | None = None
 
 
 class RegisterWorkerRequest(RequestModel):
@@ -31,6 +46,15 @@ class RegisterWorkerRequest(RequestModel):
     # Claimed tasks it may hold beyond `concurrency`; unset: as many as `concurrency`. A worker
     # holds at most concurrency + prefetch leases, and a heartbeat renews at most that many.
     prefetch: Annotated[StrictInt, Field(ge=0, le=10_000)] | None = None
+    # Per-type defaults (keys among task_types): see TaskTypeOptions.
+    task_options: Annotated[dict[TaskType, TaskTypeOptions], Field(max_length=100)] = {}
+
+    @model_validator(mode="after")
+    def _options_for_registered_types(self) -> RegisterWorkerRequest:
+        unknown = sorted(set(self.task_options) - set(self.task_types))
+        if unknown:
+            raise ValueError(f"task_options names task types not in task_types: {unknown}")
+        return self
 
 
 class RegisterWorkerResponse(WireModel):
@@ -95,9 +119,13 @@ class CompletedTask(RequestModel):
 class FailedTask(RequestModel):
     task_id: UUID
     lease_token: UUID
-    error: Annotated[StrictStr, Field(max_length=10_000)]
+    # What the worker formats: exception type, message and a bounded traceback; stored as sent.
+    error: Annotated[StrictStr, Field(max_length=ERROR_MAX_CHARS)]
     # False: dead-letter now, whatever retries are left (the handler knows it is hopeless).
     retryable: StrictBool = True
+    # The worker's backoff for this type: retry after this long instead of the broker's
+    # default backoff (ignored when no retry is left or retryable is false).
+    retry_delay_seconds: Annotated[Number, Field(ge=0, le=RETRY_DELAY_MAX_SECONDS)] | None = None
 
 
 class CompleteRequest(RequestModel):

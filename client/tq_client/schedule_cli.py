@@ -13,8 +13,10 @@ from rich.table import Table
 from tq_client import render
 from tq_client.cli import Handler, Shown, read_payload
 from tq_client.client import TaskQueueClient
-from tq_client.models import MAX_RETRIES_DEFAULT, PRIORITY_DEFAULT, TIMEOUT_SECONDS_DEFAULT
+from tq_client.models import PRIORITY_DEFAULT
 from tq_client.schedules import TIMEZONE_DEFAULT, MissedFires, ScheduleInfo
+
+TYPE_DEFAULT = "task type's default"
 
 
 def timing_text(schedule: ScheduleInfo) -> str:
@@ -52,8 +54,8 @@ def schedule_table(s: ScheduleInfo) -> Table:
         ("Task Type", s.task_type),
         ("Payload", render.result_text(s.payload) if s.payload else render.ABSENT),
         ("Priority", str(s.priority)),
-        ("Timeout", f"{s.timeout_seconds}s"),
-        ("Max Retries", str(s.max_retries)),
+        ("Timeout", TYPE_DEFAULT if s.timeout_seconds is None else f"{s.timeout_seconds}s"),
+        ("Max Retries", TYPE_DEFAULT if s.max_retries is None else str(s.max_retries)),
         ("State", "paused" if s.paused else "active"),
         ("Missed Fires", s.missed_fires.value),
         ("Next Fires", "\n".join(render.timestamp(t) for t in s.next_fire_times) or "-"),
@@ -141,11 +143,12 @@ def _create_options(sub: argparse.ArgumentParser) -> None:
     payload = sub.add_mutually_exclusive_group()
     payload.add_argument("--payload-file", help="file whose bytes are the payload (- for stdin)")
     payload.add_argument("--payload", help="payload as text (UTF-8)")
+    payload.add_argument("--json", help="payload as a JSON value, e.g. '{\"report\": 1}'")
     sub.add_argument("--priority", type=int, default=PRIORITY_DEFAULT, help="0-255, high >= 200")
     sub.add_argument(
-        "--timeout", dest="timeout_seconds", type=int, default=TIMEOUT_SECONDS_DEFAULT
+        "--timeout", dest="timeout_seconds", type=int, help="default: the task type's default"
     )
-    sub.add_argument("--max-retries", type=int, default=MAX_RETRIES_DEFAULT)
+    sub.add_argument("--max-retries", type=int, help="default: the task type's default")
     sub.add_argument("--paused", action="store_true", help="create it paused")
     sub.add_argument(
         "--missed-fires",

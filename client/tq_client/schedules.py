@@ -20,9 +20,7 @@ from pydantic import AfterValidator, Field, StrictBool, StrictInt, StrictStr, mo
 
 from tq_client.calls import Call, _build, _model, _models, _nothing
 from tq_client.models import (
-    MAX_RETRIES_DEFAULT,
     PRIORITY_DEFAULT,
-    TIMEOUT_SECONDS_DEFAULT,
     Base64Bytes,
     RequestModel,
     TaskType,
@@ -86,8 +84,9 @@ class CreateScheduleRequest(RequestModel):
     task_type: TaskType
     payload: Base64Bytes = b""
     priority: Priority = PRIORITY_DEFAULT
-    timeout_seconds: TimeoutSeconds = TIMEOUT_SECONDS_DEFAULT
-    max_retries: MaxRetries = MAX_RETRIES_DEFAULT
+    # Omitted: each fired task gets the task type's registered default, as a submit would.
+    timeout_seconds: TimeoutSeconds | None = None
+    max_retries: MaxRetries | None = None
     paused: StrictBool = False
     missed_fires: MissedFires = MissedFires.FIRE_ONCE
 
@@ -130,8 +129,8 @@ class ScheduleInfo(WireModel):
     task_type: str
     payload: Base64Bytes
     priority: int
-    timeout_seconds: int
-    max_retries: int
+    timeout_seconds: int | None  # None: the task type's default when it fires
+    max_retries: int | None
     paused: bool
     missed_fires: MissedFires
     next_fire_times: list[datetime]

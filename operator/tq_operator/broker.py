@@ -1,5 +1,9 @@
 """What the operator asks the broker: queue depth per task types, and the worker list.
 
+The requests, their success statuses and the reading of answers and `{"error": ...}` bodies
+are the shared client layer's (`tq_client.calls`); this module adds the URL allow-list and
+sorts failures for the operator's timers.
+
 One long-lived httpx.AsyncClient serves every pool (pools may name different brokers, so
 URLs are absolute). Failures come out as two exceptions: BrokerUnreachable (network, timeout,
 5xx, 429: try again later) and BrokerRejected (any other 4xx: the pool's URL or key is wrong).
@@ -9,19 +13,18 @@ broker that hangs cannot stall the operator's timer.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import TypeVar
 
 import httpx
-import pydantic
-from pydantic import TypeAdapter
 
+from tq_client.calls import WORKERS, Call, queue_depth_call
+from tq_client.errors import TaskQueueError
 from tq_client.models import QueueDepth, WorkerInfo
 
 REQUEST_TIMEOUT_SECONDS = 5.0
 CONNECT_TIMEOUT_SECONDS = 2.0
 _T = TypeVar("_T")
-_WORKERS = TypeAdapter(list[WorkerInfo])
 
 
 class BrokerError(Exception):
@@ -77,37 +80,26 @@ class BrokerClient:
     async def queue_depth(
         self, base_url: str, task_types: Sequence[str], api_key: str | None = None
     ) -> QueueDepth:
-        params = {"task_type": list(task_types)}
-        return await self._get(base_url, "/api/v1/queue-depth", params, api_key, QueueDepth)
+        return await self._call(base_url, queue_depth_call(task_types), api_key)
 
     async def workers(self, base_url: str, api_key: str | None = None) -> list[WorkerInfo]:
-        return await self._get(base_url, "/api/v1/workers", {}, api_key, _WORKERS)
+        return await self._call(base_url, WORKERS, api_key)
 
-    async def _get(
-        self,
-        base_url: str,
-        path: str,
-        params: Mapping[str, Sequence[str]],
-        api_key: str | None,
-        model: type[_T] | TypeAdapter[_T],
-    ) -> _T:
+    async def _call(self, base_url: str, call: Call[_T], api_key: str | None) -> _T:
+        """The shared client layer's call (request, success statuses, error body), sorted into
+        this module's two failures."""
         self.check_url(base_url)
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        url = f"{base_url.rstrip('/')}{path}"
+        where = f"{call.method} {base_url.rstrip('/')}{call.path}"
         try:
-            response = await self._http.get(url, params=params, headers=headers)
+            response = await self._http.send(call.request(self._http, base_url, api_key))
         except httpx.HTTPError as exc:
-            raise BrokerUnreachable(f"GET {url}: {type(exc).__name__}: {exc}") from exc
-        if response.status_code >= 500 or response.status_code == 429:
-            raise BrokerUnreachable(f"GET {url}: HTTP {response.status_code}")
-        if response.status_code != 200:
-            raise BrokerRejected(f"GET {url}: HTTP {response.status_code}: {_error(response)}")
+            raise BrokerUnreachable(f"{where}: {type(exc).__name__}: {exc}") from exc
         try:
-            if isinstance(model, TypeAdapter):
-                return model.validate_json(response.content)
-            return TypeAdapter(model).validate_json(response.content)
-        except pydantic.ValidationError as exc:
-            raise BrokerRejected(f"GET {url}: unexpected answer: {exc}") from exc
+            return call.result(response)
+        except TaskQueueError as exc:
+            if response.status_code >= 500 or response.status_code == 429:
+                raise BrokerUnreachable(f"{where}: HTTP {response.status_code}") from exc
+            raise BrokerRejected(f"{where}: HTTP {response.status_code}: {exc.message}") from exc
 
 
 def pending(depth: QueueDepth) -> int:
@@ -118,13 +110,3 @@ def pending(depth: QueueDepth) -> int:
     (future schedule_at, retry backoff) do not: they cannot run yet.
     """
     return depth.ready + depth.in_progress
-
-
-def _error(response: httpx.Response) -> str:
-    try:
-        body = response.json()
-    except ValueError:
-        return response.text[:200]
-    if isinstance(body, dict) and isinstance(body.get("error"), str):
-        return str(body["error"])
-    return response.text[:200]

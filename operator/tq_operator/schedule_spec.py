@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from tq_client.models import MAX_RETRIES_DEFAULT, PRIORITY_DEFAULT, TIMEOUT_SECONDS_DEFAULT
+from tq_client.models import PRIORITY_DEFAULT
 from tq_client.schedules import TIMEZONE_DEFAULT, MissedFires, ScheduleInfo
 from tq_operator.spec import API_KEY_SECRET_KEY_DEFAULT, SecretKeyRef
 from tq_operator.status import utc_timestamp
@@ -54,8 +54,8 @@ def parse_schedule_spec(spec: Mapping[str, Any]) -> ScheduleSpec:
             "task_type": str(spec["taskType"]),
             "payload": _payload(spec),
             "priority": int(spec.get("priority", PRIORITY_DEFAULT)),
-            "timeout_seconds": int(spec.get("timeoutSeconds", TIMEOUT_SECONDS_DEFAULT)),
-            "max_retries": int(spec.get("maxRetries", MAX_RETRIES_DEFAULT)),
+            "timeout_seconds": _optional_int(spec.get("timeoutSeconds")),
+            "max_retries": _optional_int(spec.get("maxRetries")),
             "paused": bool(spec.get("paused", False)),
             "missed_fires": MissedFires(spec.get("missedFires", MissedFires.FIRE_ONCE.value)),
         }
@@ -72,6 +72,11 @@ def _secret(ref: Mapping[str, Any] | None) -> SecretKeyRef | None:
     if not ref:
         return None
     return SecretKeyRef(str(ref["name"]), str(ref.get("key") or API_KEY_SECRET_KEY_DEFAULT))
+
+
+def _optional_int(value: Any) -> int | None:
+    """Omitted: the task type's default (PATCH leaves an omitted field as it is)."""
+    return None if value is None else int(value)
 
 
 def _payload(spec: Mapping[str, Any]) -> bytes:

@@ -1,56 +1,38 @@
-"""Real processes for the fault tests: brokers, workers, a submitter, and the history checker.
+"""Real processes for the fault tests: brokers, workers and a submitter, checked by the one
+history checker of tests/support (the chaos tier's).
 
 A `Cluster` runs broker replicas on one database with short leases, and worker processes of
-`fault_app`; every acknowledged submit and every 204 cancel is recorded, every handler run is
-in the execution log. `check_history` then reads the database and the log and reports every
-violation of the queue's guarantees.
+`tests/support/fault_app.py`. Every submit and cancel is recorded in a `History` (invoke, then
+ok / fail / info), every committed transition by the audit trigger, every handler run in the
+execution log; `Cluster.check` reads them all and lists every violation of the queue's
+guarantees.
 """
 
 from __future__ import annotations
 
 import base64
+import itertools
 import json
-import threading
-import time
-from collections import defaultdict
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import httpx
 import psycopg
-from psycopg.rows import dict_row
 
-from ..support.processes import BrokerProcess, WorkerProcess, leader_of
+from ..support import audit
+from ..support.checker import Report, StoredTask, check, read_tasks
+from ..support.history import History, Run, read_runs, submit
+from ..support.polling import eventually
+from ..support.processes import FAST_BROKER_ENV, BrokerProcess, WorkerProcess, leader_of
 
-TERMINAL = {"completed", "dead_letter", "cancelled"}
-
-# Short leases so that faults resolve in seconds, not minutes.
-FAST_BROKER_ENV = {
-    "TQ_LEASE_TTL_SECONDS": "2",
-    "TQ_HEARTBEAT_INTERVAL_SECONDS": "0.5",
-    "TQ_RESCUE_INTERVAL_SECONDS": "0.2",
-    "TQ_BACKOFF_BASE_SECONDS": "0.1",
-    "TQ_BACKOFF_CAP_SECONDS": "1",
-    "TQ_WORKER_SILENT_SECONDS": "3",
-    "TQ_LEADER_LEASE_SECONDS": "2",
-    "TQ_DEADLINE_GRACE_SECONDS": "1",
-    "TQ_CLAIM_POLL_INTERVAL_SECONDS": "0.2",
-    "TQ_POOL_TIMEOUT_SECONDS": "2",
-}
-
-
-@dataclass
-class History:
-    acknowledged: dict[str, str] = field(default_factory=dict)  # task_id -> key
-    max_retries: dict[str, int] = field(default_factory=dict)
-    cancelled_at: dict[str, float] = field(default_factory=dict)  # task_id -> time of the 204
-    submit_errors: int = 0
-    lock: threading.Lock = field(default_factory=threading.Lock)
+# Every task of a fault test is terminal this long after it was stored (the checker's bound).
+FINISH_BOUND_SECONDS = 120.0
+_submitters = itertools.count()
 
 
 class Submitter:
-    """Submits `work` tasks from a thread, recording each acknowledged one."""
+    """Submits tasks of one type (`work` by default), recording every call in `history`."""
 
     def __init__(
         self,
@@ -65,11 +47,12 @@ class Submitter:
         self.sleep = sleep
         self.max_retries = max_retries
         self.task_type = task_type
-        self._count = 0
+        self._name = f"submitter-{next(_submitters)}"
+        self._count = itertools.count()
 
-    def submit(self, client: httpx.Client, key: str | None = None) -> str | None:
-        self._count += 1
-        key = key or f"{self.task_type}-{threading.get_ident()}-{self._count}"
+    def submit(self, client: httpx.Client) -> str | None:
+        """The task id once acknowledged; None when refused or the outcome is unknown."""
+        key = f"{self.task_type}-{self._name}-{next(self._count)}"
         payload = json.dumps({"key": key, "sleep": self.sleep}).encode()
         body = {
             "task_type": self.task_type,
@@ -77,101 +60,44 @@ class Submitter:
             "max_retries": self.max_retries,
             "timeout_seconds": 30,
         }
-        try:
-            response = client.post(f"{self.broker_url}/api/v1/tasks", json=body, timeout=10)
-        except httpx.HTTPError:
-            with self.history.lock:
-                self.history.submit_errors += 1
-            return None
-        if response.status_code != 201:
-            with self.history.lock:
-                self.history.submit_errors += 1
-            return None
-        task_id = str(response.json()["task_id"])
-        with self.history.lock:
-            self.history.acknowledged[task_id] = key
-            self.history.max_retries[task_id] = self.max_retries
+        url = f"{self.broker_url}/api/v1/tasks"
+        _, task_id = submit(self.history, client, url, self._name, key, body)
         return task_id
 
     def submit_many(self, n: int) -> list[str]:
-        with httpx.Client() as client:
+        with httpx.Client(timeout=10) as client:
             return [t for t in (self.submit(client) for _ in range(n)) if t]
 
 
-def read_execution_log(path: Path) -> list[tuple[str, str, int, float]]:
-    if not path.exists():
-        return []
-    events = []
-    for line in path.read_text(encoding="ascii").splitlines():
-        parts = line.split()
-        if len(parts) == 4:
-            events.append((parts[0], parts[1], int(parts[2]), float(parts[3])))
-    return events
-
-
 def wait_until_all_terminal(conninfo: str, task_ids: list[str], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
     with psycopg.connect(conninfo, autocommit=True) as conn:
-        while True:
+
+        def none_left() -> bool:
             row = conn.execute(
                 "SELECT count(*) FROM tq_tasks WHERE task_id = ANY(%s::uuid[]) "
                 "AND status NOT IN ('completed', 'dead_letter', 'cancelled')",
                 (task_ids,),
             ).fetchone()
-            assert row is not None
-            if row[0] == 0:
-                return
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{row[0]} tasks still not terminal after {timeout}s")
-            time.sleep(0.2)
+            return row is not None and row[0] == 0
+
+        eventually(none_left, timeout, "every task to be terminal", interval=0.2)
 
 
-def check_history(conninfo: str, history: History, execution_log: Path) -> dict[str, Any]:
-    """Every violation of the guarantees, and a summary. An empty `violations` list passes."""
-    with psycopg.connect(conninfo, autocommit=True, row_factory=dict_row) as conn:
-        rows = conn.execute(
-            "SELECT task_id::text, status, retry_count, max_retries, result FROM tq_tasks "
-            "WHERE task_id = ANY(%s::uuid[])",
-            (list(history.acknowledged),),
-        ).fetchall()
-    stored = {r["task_id"]: r for r in rows}
-    key_to_task = {key: task_id for task_id, key in history.acknowledged.items()}
-    starts: dict[str, list[tuple[int, float]]] = defaultdict(list)
-    for event, key, pid, at in read_execution_log(execution_log):
-        if event == "start" and key in key_to_task:
-            starts[key_to_task[key]].append((pid, at))
-    violations: list[str] = []
-    for task_id in history.acknowledged:
-        row = stored.get(task_id)
-        if row is None:
-            violations.append(f"lost: {task_id} was acknowledged but is not stored")
-            continue
-        if row["status"] not in TERMINAL:
-            violations.append(f"not terminal: {task_id} is {row['status']}")
-        attempts = len(starts[task_id])
-        if attempts > row["max_retries"] + 1:
-            violations.append(f"too many attempts: {task_id} ran {attempts} times")
-        if row["retry_count"] > row["max_retries"]:
-            violations.append(f"retry_count {row['retry_count']} > max_retries for {task_id}")
-        if row["status"] == "completed" and attempts == 0:
-            violations.append(f"completed without ever running: {task_id}")
-        if task_id in history.cancelled_at:
-            if row["status"] != "cancelled":
-                violations.append(f"cancel acknowledged but {task_id} is {row['status']}")
-            late = [at for _, at in starts[task_id] if at > history.cancelled_at[task_id]]
-            if late:
-                violations.append(f"claimed after its 204 cancel: {task_id}")
-    statuses: dict[str, int] = defaultdict(int)
-    for row in stored.values():
-        statuses[row["status"]] += 1
-    return {
-        "violations": violations,
-        "acknowledged": len(history.acknowledged),
-        "statuses": dict(statuses),
-        "runs": sum(len(v) for v in starts.values()),
-        "starts": starts,
-        "stored": stored,
-    }
+@dataclass(frozen=True)
+class Checked:
+    """The checker's report, with what the tests look at besides its violations."""
+
+    report: Report
+    tasks: dict[str, StoredTask]  # by task id
+    runs: list[Run]
+
+    @property
+    def statuses(self) -> dict[str, int]:
+        return dict(Counter(task.status for task in self.tasks.values()))
+
+    def runs_of(self, task_id: str) -> list[Run]:
+        key = self.tasks[task_id].key
+        return [run for run in self.runs if run.key == key]
 
 
 @dataclass
@@ -194,7 +120,17 @@ class Cluster:
             env={**FAST_BROKER_ENV, **(extra_env or {})},
         )
         self.brokers.append(broker.start())
+        if n == 0:  # the first broker migrated: the witness goes in before any task
+            audit.install(self.conninfo)
         return broker
+
+    def check(self, history: History) -> Checked:
+        """Every violation of the guarantees in the whole run (empty: it passed)."""
+        tasks = read_tasks(self.conninfo)
+        runs = read_runs(self.execution_log)
+        transitions = audit.read_transitions(self.conninfo)
+        report = check(history.snapshot(), tasks, transitions, runs, FINISH_BOUND_SECONDS)
+        return Checked(report, {task.task_id: task for task in tasks}, runs)
 
     def start_worker(self, broker: BrokerProcess, concurrency: int = 4) -> WorkerProcess:
         n = len(self.workers)

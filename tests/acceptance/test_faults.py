@@ -16,14 +16,9 @@ import pytest
 
 from tq_broker.embedded import EmbeddedPostgres
 
-from .cluster import (
-    Cluster,
-    History,
-    Submitter,
-    check_history,
-    read_execution_log,
-    wait_until_all_terminal,
-)
+from ..support.history import History, cancel, read_runs
+from ..support.polling import eventually
+from .cluster import Checked, Cluster, Submitter, wait_until_all_terminal
 
 DRAIN_TIMEOUT_SECONDS = 90
 
@@ -37,22 +32,16 @@ def cluster(pg: EmbeddedPostgres, database: str, tmp_path: Path) -> Iterator[Clu
         c.stop()
 
 
-def wait_for(predicate, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-
-
 def started_by(log: Path, pid: int) -> set[str]:
-    return {key for event, key, p, _ in read_execution_log(log) if event == "start" and p == pid}
+    return {run.key for run in read_runs(log) if run.pid == pid}
 
 
-def assert_clean(cluster: Cluster, history: History) -> dict[str, object]:
-    wait_until_all_terminal(cluster.conninfo, list(history.acknowledged), DRAIN_TIMEOUT_SECONDS)
-    report = check_history(cluster.conninfo, history, cluster.execution_log)
-    assert report["violations"] == [], f"{report['violations'][:10]}\n{cluster.logs()}"
-    return report
+def assert_clean(cluster: Cluster, history: History) -> Checked:
+    wait_until_all_terminal(cluster.conninfo, list(history.acknowledged()), DRAIN_TIMEOUT_SECONDS)
+    checked = cluster.check(history)
+    violations = checked.report.violations
+    assert violations == [], f"{violations[:10]}\n{cluster.logs()}"
+    return checked
 
 
 def test_worker_killed_mid_task_loses_nothing(cluster: Cluster) -> None:
@@ -61,15 +50,15 @@ def test_worker_killed_mid_task_loses_nothing(cluster: Cluster) -> None:
     cluster.start_worker(broker)
     history = History()
     ids = Submitter(broker.url, history, sleep=0.3).submit_many(60)
-    wait_for(
+    eventually(
         lambda: len(started_by(cluster.execution_log, victim.pid)) >= 3,
         30,
         "the victim to start tasks",
     )
     victim.signal(signal.SIGKILL)
-    report = assert_clean(cluster, history)
-    assert report["statuses"] == {"completed": len(ids)}
-    assert report["runs"] > len(ids), "the killed worker's tasks were not run again"
+    checked = assert_clean(cluster, history)
+    assert checked.statuses == {"completed": len(ids)}
+    assert len(checked.runs) > len(ids), "the killed worker's tasks were not run again"
 
 
 def test_worker_paused_past_its_lease_cannot_overwrite_the_rerun(cluster: Cluster) -> None:
@@ -77,7 +66,7 @@ def test_worker_paused_past_its_lease_cannot_overwrite_the_rerun(cluster: Cluste
     paused = cluster.start_worker(broker)
     history = History()
     Submitter(broker.url, history, sleep=1.0).submit_many(8)
-    wait_for(
+    eventually(
         lambda: len(started_by(cluster.execution_log, paused.pid)) >= 4,
         30,
         "the worker to start tasks",
@@ -87,30 +76,33 @@ def test_worker_paused_past_its_lease_cannot_overwrite_the_rerun(cluster: Cluste
     cluster.start_worker(broker)
     time.sleep(5)  # lease TTL is 2 s: its leases expire and the tasks are run by the other
     paused.signal(signal.SIGCONT)  # it finishes its handlers and reports late, stale results
-    report = assert_clean(cluster, history)
-    key_to_task = {k: t for t, k in history.acknowledged.items()}
+    checked = assert_clean(cluster, history)
+    key_to_task = {k: t for t, k in history.acknowledged().items()}
+    paused_runs = {run.run_id for run in checked.runs if run.pid == paused.pid}
     for key in held:
-        result = bytes(report["stored"][key_to_task[key]]["result"])  # type: ignore[index]
-        assert result != str(paused.pid).encode(), f"stale result accepted for {key}"
-    assert report["statuses"] == {"completed": 8}
+        result = checked.tasks[key_to_task[key]].result
+        assert result is not None and result.decode() not in paused_runs, f"stale result: {key}"
+    assert checked.statuses == {"completed": 8}
 
 
 def test_leader_broker_killed_another_replica_takes_over_the_sweeps(cluster: Cluster) -> None:
     first = cluster.start_broker()
-    wait_for(lambda: cluster.leader() is first, 15, "the first broker to lead")
+    eventually(lambda: cluster.leader() is first, 15, "the first broker to lead")
     second = cluster.start_broker()
     victim = cluster.start_worker(second)
     cluster.start_worker(second)
     history = History()
     Submitter(second.url, history, sleep=0.3).submit_many(40)
-    wait_for(lambda: len(started_by(cluster.execution_log, victim.pid)) >= 2, 30, "tasks to start")
+    eventually(
+        lambda: len(started_by(cluster.execution_log, victim.pid)) >= 2, 30, "tasks to start"
+    )
     first.kill()
     victim.signal(signal.SIGKILL)  # its tasks need the (new) leader's rescuer
     started = time.monotonic()
-    wait_for(lambda: cluster.leader() is second, 15, "the second broker to lead")
+    eventually(lambda: cluster.leader() is second, 15, "the second broker to lead")
     assert time.monotonic() - started < 10
-    report = assert_clean(cluster, history)
-    assert report["statuses"] == {"completed": 40}
+    checked = assert_clean(cluster, history)
+    assert checked.statuses == {"completed": 40}
 
 
 def test_poison_task_that_crashes_its_worker_dead_letters_while_others_flow(
@@ -134,14 +126,16 @@ def test_poison_task_that_crashes_its_worker_dead_letters_while_others_flow(
     supervisor.start()
     try:
         healthy.submit_many(100)
-        wait_until_all_terminal(cluster.conninfo, list(history.acknowledged), DRAIN_TIMEOUT_SECONDS)
+        wait_until_all_terminal(
+            cluster.conninfo, list(history.acknowledged()), DRAIN_TIMEOUT_SECONDS
+        )
     finally:
         stop.set()
         supervisor.join()
-    report = assert_clean(cluster, history)
-    assert report["stored"][poison[0]]["status"] == "dead_letter"  # type: ignore[index]
-    assert len(report["starts"][poison[0]]) == 3  # type: ignore[index]
-    assert report["statuses"] == {"completed": 100, "dead_letter": 1}
+    checked = assert_clean(cluster, history)
+    assert checked.tasks[poison[0]].status == "dead_letter"
+    assert len(checked.runs_of(poison[0])) == 3
+    assert checked.statuses == {"completed": 100, "dead_letter": 1}
 
 
 def test_cancelled_tasks_are_never_claimed_after_the_204(cluster: Cluster) -> None:
@@ -149,16 +143,17 @@ def test_cancelled_tasks_are_never_claimed_after_the_204(cluster: Cluster) -> No
     cluster.start_worker(broker, concurrency=1)
     history = History()
     ids = Submitter(broker.url, history, sleep=0.02).submit_many(150)
+    keys = history.acknowledged()
     with httpx.Client() as client:
         for task_id in reversed(ids):
-            response = client.delete(f"{broker.url}/api/v1/tasks/{task_id}")
-            if response.status_code == 204:
-                history.cancelled_at[task_id] = time.time()
-            else:
-                assert response.status_code == 409
-    assert history.cancelled_at, "nothing was cancelled: the worker took everything first"
-    report = assert_clean(cluster, history)
-    assert report["statuses"].get("cancelled") == len(history.cancelled_at)  # type: ignore[union-attr]
+            url = f"{broker.url}/api/v1/tasks/{task_id}"
+            cancel(history, client, url, "canceller", keys[task_id], task_id)
+    answers = [op for op in history.snapshot() if op.f == "cancel" and op.type != "invoke"]
+    assert {op.detail for op in answers} <= {"204", "409"}, answers
+    cancelled = sum(1 for op in answers if op.type == "ok")
+    assert cancelled, "nothing was cancelled: the worker took everything first"
+    checked = assert_clean(cluster, history)
+    assert checked.statuses.get("cancelled") == cancelled
 
 
 def test_postgres_restart_under_load_gives_prompt_503s_then_recovers_losing_nothing(
@@ -175,7 +170,7 @@ def test_postgres_restart_under_load_gives_prompt_503s_then_recovers_losing_noth
         slowest = [0.0]
 
         def submit_continuously() -> None:
-            with httpx.Client() as client:
+            with httpx.Client(timeout=10) as client:
                 while not stop.is_set():
                     started = time.monotonic()
                     submitter.submit(client)
@@ -184,7 +179,7 @@ def test_postgres_restart_under_load_gives_prompt_503s_then_recovers_losing_noth
         thread = threading.Thread(target=submit_continuously)
         thread.start()
         try:
-            wait_for(lambda: len(history.acknowledged) >= 100, 30, "load to build up")
+            eventually(lambda: len(history.acknowledged()) >= 100, 30, "load to build up")
             assert own_postgres.pid is not None
             import os
 
@@ -193,23 +188,23 @@ def test_postgres_restart_under_load_gives_prompt_503s_then_recovers_losing_noth
             degraded = httpx.get(f"{broker.url}/health", timeout=10)
             assert degraded.status_code == 503
             own_postgres.start()
-            wait_for(
+            eventually(
                 lambda: httpx.get(f"{broker.url}/health", timeout=10).status_code == 200,
                 30,
                 "the broker to recover",
             )
-            before = len(history.acknowledged)
-            wait_for(lambda: len(history.acknowledged) > before + 50, 30, "submits to resume")
+            before = len(history.acknowledged())
+            eventually(lambda: len(history.acknowledged()) > before + 50, 30, "submits to resume")
         finally:
             stop.set()
             thread.join(30)
-        assert history.submit_errors > 0, "the outage was not observed by the submitter"
+        assert history.unacknowledged_submits() > 0, "the outage was not observed by the submitter"
         assert slowest[0] < 15, f"a submit waited {slowest[0]:.1f}s during the outage"
-        report = assert_clean(cluster, history)
-        assert set(report["statuses"]) == {"completed"}  # type: ignore[arg-type]
+        checked = assert_clean(cluster, history)
+        assert set(checked.statuses) == {"completed"}
         with psycopg.connect(own_postgres.conninfo()) as conn:
             row = conn.execute("SELECT count(*) FROM tq_tasks").fetchone()
             assert row is not None
-            assert row[0] >= len(history.acknowledged)
+            assert row[0] >= len(history.acknowledged())
     finally:
         cluster.stop()

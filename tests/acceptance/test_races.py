@@ -25,8 +25,8 @@ from tq_broker.embedded import EmbeddedPostgres
 from tq_broker.rpc import taskqueue_pb2 as pb
 from tq_broker.rpc import taskqueue_pb2_grpc as pb_grpc
 
-from ..support.processes import BrokerProcess, WorkerProcess, free_port
-from .cluster import FAST_BROKER_ENV
+from ..support.polling import eventually
+from ..support.processes import FAST_BROKER_ENV, BrokerProcess, WorkerProcess, free_port
 
 UPDATE_WITHIN_SECONDS = 5.0
 IDLE_CLAIMS = 200
@@ -49,13 +49,6 @@ def online_workers(url: str) -> list[str]:
     return [w["worker_id"] for w in httpx.get(f"{url}/api/v1/workers", timeout=5).json()]
 
 
-def wait_for(predicate, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
-
-
 # -- a stopped worker never claims ----------------------------------------------------------
 
 
@@ -75,7 +68,7 @@ def test_worker_stopped_while_idle_costs_no_attempt(database_url: str, workdir: 
             workdir / "worker-1.log",
             concurrency=1,
         ).start()
-        wait_for(lambda: len(online_workers(broker.url)) == 1, 30, "the first worker")
+        eventually(lambda: len(online_workers(broker.url)) == 1, 30, "the first worker")
         (stopped_id,) = online_workers(broker.url)
         time.sleep(0.5)  # its claim loop starts right after registration: now it waits
         first.signal(signal.SIGTERM)
@@ -96,13 +89,13 @@ def test_worker_stopped_while_idle_costs_no_attempt(database_url: str, workdir: 
             workdir / "worker-2.log",
             concurrency=1,
         ).start()
-        wait_for(lambda: len(online_workers(broker.url)) == 1, 30, "the second worker")
+        eventually(lambda: len(online_workers(broker.url)) == 1, 30, "the second worker")
         registered = time.monotonic()
 
         def task() -> dict[str, object]:
             return dict(httpx.get(f"{broker.url}/api/v1/tasks/{task_id}", timeout=5).json())
 
-        wait_for(lambda: task()["status"] in ("completed", "dead_letter"), 30, "the task to end")
+        eventually(lambda: task()["status"] in ("completed", "dead_letter"), 30, "the task to end")
         ended = time.monotonic()
         final = task()
         assert final["status"] == "completed", f"{final}\n{broker.log()}"
@@ -308,7 +301,7 @@ def idle_claims(url: str) -> Iterator[None]:
     thread = threading.Thread(target=asyncio.run, args=(main(),), daemon=True)
     thread.start()
     try:
-        wait_for(ready.is_set, 60, "the idle claims")
+        eventually(ready.is_set, 60, "the idle claims")
         yield
     finally:
         stop.set()

@@ -26,9 +26,9 @@ import psycopg
 
 from tq_broker.embedded import EmbeddedPostgres
 
-from ..acceptance.cluster import FAST_BROKER_ENV
-from ..support.history import History, OpType
-from ..support.processes import BrokerProcess, WorkerProcess, leader_of
+from ..support.history import History, cancel, submit
+from ..support.polling import eventually
+from ..support.processes import FAST_BROKER_ENV, BrokerProcess, WorkerProcess, leader_of
 from .partition import Link, make_link
 
 LEASE_TTL_SECONDS = float(FAST_BROKER_ENV["TQ_LEASE_TTL_SECONDS"])
@@ -86,7 +86,7 @@ class ChaosCluster:
             partitioned = n == worker_count - 1
             worker = WorkerProcess(
                 self.link.broker_url() if partitioned else self.brokers[n % broker_count].url,
-                "tests.chaos.chaos_app:worker",
+                "tests.support.fault_app:worker",
                 self.execution_log,
                 self.workdir / f"worker-{n}.log",
                 name=f"w{n}",
@@ -102,18 +102,15 @@ class ChaosCluster:
     def wait_workers_registered(self, count: int, timeout: float) -> None:
         """Load starts only once every worker can take it: a task submitted before that waits
         for worker start-up, not for the faults the run is about."""
-        deadline = time.monotonic() + timeout
         with psycopg.connect(self.conninfo, autocommit=True) as conn:
-            while True:
+
+            def registered() -> bool:
                 row = conn.execute(
                     "SELECT count(*) FROM tq_workers WHERE status <> 'offline'"
                 ).fetchone()
-                assert row is not None
-                if row[0] >= count:
-                    return
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"{row[0]} of {count} workers registered in {timeout:g}s")
-                time.sleep(0.2)
+                return row is not None and row[0] >= count
+
+            eventually(registered, timeout, f"{count} workers to register", interval=0.2)
 
     def leader(self) -> BrokerProcess | None:
         return leader_of(self.brokers)
@@ -152,10 +149,7 @@ class ChaosCluster:
     def wait_drained(self, timeout: float) -> int:
         """Seconds until every stored task was terminal; raises after `timeout`."""
         started = time.monotonic()
-        while (left := self.unfinished()) > 0:
-            if time.monotonic() - started > timeout:
-                raise TimeoutError(f"{left} tasks not terminal {timeout:g}s after the heal")
-            time.sleep(0.5)
+        eventually(lambda: self.unfinished() == 0, timeout, "every task to be terminal", 0.5)
         return round(time.monotonic() - started)
 
 
@@ -267,29 +261,11 @@ class Clients:
         self, client: httpx.Client, process: str, target: int, key: str, body: dict[str, Any]
     ) -> tuple[str, str | None]:
         url = f"{self.cluster.brokers[target].url}/api/v1/tasks"
-        self.history.record(process, "invoke", "submit", key)
-        try:
-            response = client.post(url, json=body, headers={"Idempotency-Key": key})
-        except httpx.ConnectError as error:  # nothing was sent
-            self.history.record(process, "fail", "submit", key, detail=repr(error))
-            return "fail-refused", None
-        except httpx.HTTPError as error:
-            self.history.record(process, "info", "submit", key, detail=repr(error))
+        outcome, task_id = submit(self.history, client, url, process, key, body)
+        if outcome == "error":  # the client's own bug: the history stays whole, the run fails
+            self.errors.append(f"{process}: submit of {key} raised")
             return "info", None
-        except Exception as error:  # the client's own bug: keep the history whole, and fail
-            self.errors.append(f"{process}: {error!r}")
-            self.history.record(process, "info", "submit", key, detail=repr(error))
-            return "info", None
-        if response.status_code in (200, 201):
-            task_id = str(response.json()["task_id"])
-            self.history.record(process, "ok", "submit", key, task_id=task_id)
-            return "ok", task_id
-        detail = f"{response.status_code} {response.text[:200]}"
-        if response.status_code >= 500:  # it may have committed before it failed to answer
-            self.history.record(process, "info", "submit", key, detail=detail)
-            return "info", None
-        self.history.record(process, "fail", "submit", key, detail=detail)
-        return "fail", None
+        return outcome, task_id
 
     def _cancel_loop(self) -> None:
         rng = random.Random(99)
@@ -301,24 +277,6 @@ class Clients:
                         continue
                     task_id, key = self._cancellable.pop(rng.randrange(len(self._cancellable)))
                 broker = rng.choice(self.cluster.brokers)
-                self.history.record("canceller", "invoke", "cancel", key, task_id=task_id)
-                try:
-                    response = client.delete(f"{broker.url}/api/v1/tasks/{task_id}")
-                except httpx.ConnectError as error:
-                    self.history.record("canceller", "fail", "cancel", key, task_id, repr(error))
-                    continue
-                except httpx.HTTPError as error:
-                    self.history.record("canceller", "info", "cancel", key, task_id, repr(error))
-                    continue
-                except Exception as error:
-                    self.errors.append(f"canceller: {error!r}")
-                    self.history.record("canceller", "info", "cancel", key, task_id, repr(error))
-                    continue
-                outcome: OpType = (
-                    "ok" if response.status_code == 204
-                    else "info" if response.status_code >= 500
-                    else "fail"
-                )  # fmt: skip
-                self.history.record(
-                    "canceller", outcome, "cancel", key, task_id, str(response.status_code)
-                )
+                url = f"{broker.url}/api/v1/tasks/{task_id}"
+                if cancel(self.history, client, url, "canceller", key, task_id) == "error":
+                    self.errors.append(f"canceller: cancel of {task_id} raised")

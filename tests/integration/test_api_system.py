@@ -58,6 +58,7 @@ def test_stats_counts_every_field_of_the_contract(
         "worker_count": 2,
         "avg_processing_time_ms": stats["avg_processing_time_ms"],
         "queue_depth_by_priority": {"high": 2, "normal": 3, "low": 2},
+        "scheduled_count": 0,
     }
     assert abs(stats["avg_processing_time_ms"] - 200.0) < 1.0
 
@@ -91,7 +92,16 @@ def test_workers_lists_connected_workers_with_contract_fields(
         "current_tasks",
         "cpu_usage_percent",
         "memory_usage_mb",
+        # beyond the contract
+        "task_types",
+        "concurrency",
+        "status",
     }
+    assert (worker["task_types"], worker["concurrency"], worker["status"]) == (
+        ["send_email"],
+        4,
+        "online",
+    )
     assert (
         worker["worker_id"],
         worker["current_tasks"],
@@ -158,6 +168,7 @@ def test_queue_depth_counts_ready_scheduled_and_running_per_task_type(
         "ready": 3,
         "scheduled": 1,
         "in_progress": 1,
+        "unserved_task_types": ["resize"],  # ready, and no worker online for it
     }
     assert api.get("/api/v1/queue-depth").status_code == 400
     assert api.get("/api/v1/queue-depth", params={"task_type": "bad type"}).status_code == 400

@@ -52,6 +52,9 @@ def test_get_returns_every_contract_field(api: TestClient) -> None:
     response = api.get(f"/api/v1/tasks/{created['task_id']}")
     assert response.status_code == 200
     task = response.json()
+    # The contract's fields, and ours beyond them: the limits and when the task is due.
+    assert (task.pop("max_retries"), task.pop("timeout_seconds")) == (3, 300)
+    assert task.pop("run_at").endswith("Z")
     assert set(task) == {
         "task_id",
         "task_type",

@@ -62,6 +62,7 @@ ROUTES: list[tuple[str, str, dict[str, Any] | None, str]] = [
     ("POST", "/api/v1/tasks/batch", {"tasks": [{"task_type": "noop"}]}, "submit_tasks"),
     ("GET", "/api/v1/tasks", None, "read_tasks"),
     ("GET", "/api/v1/tasks/{task}", None, "read_tasks"),
+    ("GET", "/api/v1/tasks/{task}/attempts", None, "read_tasks"),
     ("DELETE", "/api/v1/tasks/{task}", None, "cancel_tasks"),
     ("POST", "/api/v1/tasks/{task}/requeue", None, "admin"),
     ("GET", "/api/v1/stats", None, "read_tasks"),

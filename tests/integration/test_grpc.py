@@ -469,6 +469,50 @@ def test_stream_delivers_filtered_updates_of_tasks_a_real_worker_processes(
         updates.cancel()
 
 
+def test_stream_filtered_by_task_ids_delivers_only_those_tasks(
+    shared_client: ReflectedClient,
+) -> None:
+    client = shared_client
+    first, second, other = (
+        client.call("SubmitTask", {"task_type": "idle"})["task_id"] for _ in "abc"
+    )
+    updates = client.stream({"task_ids": [first, second.upper()]})  # any UUID spelling
+    try:
+        # Live once the initial metadata arrived: every later change reaches the stream.
+        assert dict(updates.call.initial_metadata()).get("tq-subscribed") == "true"
+        for task_id in (other, first, second):
+            client.call("CancelTask", {"task_id": task_id})
+        # (The submits' own events may arrive too: they are sent after the stream went live.)
+        seen: list[tuple[str, str]] = []
+        while (second, "cancelled") not in seen:
+            update = updates.next(15)
+            seen.append((update["task_id"], update["status"]))
+        assert {task_id for task_id, _ in seen} == {first, second}
+        assert [u for u in seen if u[1] == "cancelled"] == [
+            (first, "cancelled"),
+            (second, "cancelled"),
+        ]
+    finally:
+        updates.cancel()
+
+
+@pytest.mark.parametrize(
+    ("body", "needle"),
+    [
+        ({"task_ids": ["not-a-uuid"]}, "task_ids"),
+        ({"task_ids": [str(uuid.uuid4()) for _ in range(1001)]}, "at most 1000"),
+        ({"task_id": str(uuid.uuid4()), "task_ids": [str(uuid.uuid4())]}, "not both"),
+    ],
+)
+def test_bad_task_ids_filters_are_invalid_argument(
+    shared_client: ReflectedClient, body: dict[str, Any], needle: str
+) -> None:
+    with pytest.raises(grpc.RpcError) as raised:
+        shared_client.stream(body).next(CALL_TIMEOUT)
+    assert raised.value.code() == Code.INVALID_ARGUMENT
+    assert needle in raised.value.details()
+
+
 def test_stream_of_one_task_follows_it_until_it_is_finished(
     shared_client: ReflectedClient,
 ) -> None:

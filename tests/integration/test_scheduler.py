@@ -308,3 +308,22 @@ async def test_cron_is_read_in_the_schedules_time_zone_across_dst(
         clock.now = moment
         assert (await r.scheduler.run_once()).fired == 1
     assert fires(db) == want
+
+
+async def test_omitted_limits_are_the_task_types_defaults_when_it_fires(
+    one: tuple[Replica, FakeClock], db: psycopg.Connection[dict[str, Any]]
+) -> None:
+    r, clock = one
+    await r.store.schedule_insert(schedule())
+    await r.store.schedule_insert(schedule(name="explicit", timeout_seconds=7, max_retries=1))
+    db.execute(
+        "INSERT INTO tq_task_type_defaults (task_type, max_retries, timeout_seconds, worker_id)"
+        " VALUES ('report', 9, 42, 'w1')"
+    )
+    clock.now = at(10, 5)
+    assert (await r.scheduler.run_once()).fired == 2
+    limits = db.execute(
+        "SELECT f.schedule_name, t.timeout_seconds, t.max_retries FROM tq_schedule_fires f"
+        " JOIN tq_tasks t USING (task_id) ORDER BY f.schedule_name"
+    ).fetchall()
+    assert [tuple(row.values()) for row in limits] == [("every-5", 42, 9), ("explicit", 7, 1)]

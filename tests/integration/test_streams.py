@@ -83,7 +83,7 @@ async def test_websocket_subscriber_receives_filtered_updates_from_a_real_worker
         ack = json.loads(await asyncio.wait_for(ws.recv(), 10))
         assert ack == {
             "type": "subscribed",
-            "filters": {"task_types": ["echo"], "statuses": ["completed"]},
+            "filters": {"task_types": ["echo"], "statuses": ["completed"], "task_ids": []},
         }
         # Publishers notice a new subscriber within about a second: probe until one arrives.
         probes: set[str] = set()

@@ -17,7 +17,9 @@ import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
+
+import httpx
 
 OpType = Literal["invoke", "ok", "fail", "info"]
 OpFunction = Literal["submit", "cancel"]
@@ -57,6 +59,18 @@ class History:
         with self._lock:
             return list(self.ops)
 
+    def acknowledged(self) -> dict[str, str]:
+        """task_id -> key of every submit the broker acknowledged."""
+        return {
+            op.task_id: op.key
+            for op in self.snapshot()
+            if op.f == "submit" and op.type == "ok" and op.task_id is not None
+        }
+
+    def unacknowledged_submits(self) -> int:
+        """Submits that failed or whose outcome is unknown."""
+        return sum(1 for op in self.snapshot() if op.f == "submit" and op.type in ("fail", "info"))
+
     def counts(self) -> dict[str, int]:
         """`submit ok: 812`, `cancel info: 3`, … for the summary."""
         counted = Counter(f"{op.f} {op.type}" for op in self.snapshot() if op.type != "invoke")
@@ -66,6 +80,64 @@ class History:
         with open(path, "w", encoding="utf-8") as out:
             for op in self.snapshot():
                 out.write(json.dumps(asdict(op)) + "\n")
+
+
+SubmitOutcome = Literal["ok", "fail", "fail-refused", "info", "error"]
+
+
+def submit(
+    history: History, client: httpx.Client, url: str, process: str, key: str, body: dict[str, Any]
+) -> tuple[SubmitOutcome, str | None]:
+    """POST `body` to `url` (…/api/v1/tasks) with `key` as its Idempotency-Key, recorded as an
+    invoke and its completion. `fail-refused`: nothing was sent (that broker is down); `error`:
+    the client itself broke (recorded as unknown, so the history stays whole)."""
+    history.record(process, "invoke", "submit", key)
+    try:
+        response = client.post(url, json=body, headers={"Idempotency-Key": key})
+    except httpx.ConnectError as error:  # nothing was sent
+        history.record(process, "fail", "submit", key, detail=repr(error))
+        return "fail-refused", None
+    except httpx.HTTPError as error:
+        history.record(process, "info", "submit", key, detail=repr(error))
+        return "info", None
+    except Exception as error:
+        history.record(process, "info", "submit", key, detail=repr(error))
+        return "error", None
+    if response.status_code in (200, 201):
+        task_id = str(response.json()["task_id"])
+        history.record(process, "ok", "submit", key, task_id=task_id)
+        return "ok", task_id
+    detail = f"{response.status_code} {response.text[:200]}"
+    if response.status_code >= 500:  # it may have committed before it failed to answer
+        history.record(process, "info", "submit", key, detail=detail)
+        return "info", None
+    history.record(process, "fail", "submit", key, detail=detail)
+    return "fail", None
+
+
+def cancel(
+    history: History, client: httpx.Client, url: str, process: str, key: str, task_id: str
+) -> OpType | Literal["error"]:
+    """DELETE the task at `url` (…/api/v1/tasks/<id>), recorded: ok is the 204."""
+    history.record(process, "invoke", "cancel", key, task_id=task_id)
+    try:
+        response = client.delete(url)
+    except httpx.ConnectError as error:
+        history.record(process, "fail", "cancel", key, task_id, repr(error))
+        return "fail"
+    except httpx.HTTPError as error:
+        history.record(process, "info", "cancel", key, task_id, repr(error))
+        return "info"
+    except Exception as error:
+        history.record(process, "info", "cancel", key, task_id, repr(error))
+        return "error"
+    outcome: OpType = (
+        "ok" if response.status_code == 204
+        else "info" if response.status_code >= 500
+        else "fail"
+    )  # fmt: skip
+    history.record(process, outcome, "cancel", key, task_id, str(response.status_code))
+    return outcome
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
-"""Real broker and worker processes for the acceptance and chaos tiers: start, wait until
-healthy, signal, restart."""
+"""Real broker and worker processes for the integration, acceptance and chaos tiers and for
+bench/: start, wait until healthy, signal, restart."""
 
 from __future__ import annotations
 
@@ -18,6 +18,20 @@ import httpx
 
 BROKER_START_TIMEOUT_SECONDS = 60.0
 REPO_ROOT = Path(__file__).resolve().parents[2]
+
+# Short leases so that faults resolve in seconds, not minutes (acceptance and chaos tiers).
+FAST_BROKER_ENV = {
+    "TQ_LEASE_TTL_SECONDS": "2",
+    "TQ_HEARTBEAT_INTERVAL_SECONDS": "0.5",
+    "TQ_RESCUE_INTERVAL_SECONDS": "0.2",
+    "TQ_BACKOFF_BASE_SECONDS": "0.1",
+    "TQ_BACKOFF_CAP_SECONDS": "1",
+    "TQ_WORKER_SILENT_SECONDS": "3",
+    "TQ_LEADER_LEASE_SECONDS": "2",
+    "TQ_DEADLINE_GRACE_SECONDS": "1",
+    "TQ_CLAIM_POLL_INTERVAL_SECONDS": "0.2",
+    "TQ_POOL_TIMEOUT_SECONDS": "2",
+}
 
 
 def stop_process(process: subprocess.Popen[bytes] | None) -> None:
@@ -58,13 +72,15 @@ def bin_path(name: str) -> str:
 
 @dataclass
 class BrokerProcess:
-    """`tq-broker` as a child process; `args` are extra command-line flags."""
+    """`tq-broker` as a child process; `args` are extra command-line flags. `command` replaces
+    `[tq-broker]` (bench/ runs it under a profiler)."""
 
     args: list[str]
     log_path: Path
     env: dict[str, str] = field(default_factory=dict)
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
+    command: list[str] = field(default_factory=list)
 
     @property
     def url(self) -> str:
@@ -73,7 +89,7 @@ class BrokerProcess:
     def start(self, wait: bool = True) -> BrokerProcess:
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
-                [bin_path("tq-broker"), "--port", str(self.port), *self.args],
+                [*(self.command or [bin_path("tq-broker")]), "--port", str(self.port), *self.args],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,

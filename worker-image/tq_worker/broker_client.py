@@ -4,7 +4,9 @@ Owns the two connection pools: heartbeats get their own, so a renewal never queu
 long-poll claim or a big result batch. Callers see three exceptions instead of HTTP:
 `BrokerUnavailable` (network, timeouts, 5xx, 429: retry later), `WorkerGone` (the broker does
 not know this worker or marked it offline: register again, what it held is lost) and
-`BrokerRejected` (any other 4xx: retrying the same request cannot help). The one thing not to
+`BrokerRejected` (any other 4xx: retrying the same request cannot help). The broker's
+`{"error": ...}` body and Retry-After are read by `tq_client.errors`, as by every client.
+The one thing not to
 break: a 409 on complete/fail/release means every lease of the batch was stale; it is an answer
 (all rejected), not an error.
 """
@@ -12,12 +14,14 @@ break: a 409 on complete/fail/release means every lease of the batch was stale; 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
 import httpx
 from pydantic import BaseModel, ValidationError
 
+from tq_client.errors import error_message
+from tq_client.errors import retry_after as retry_after_seconds
 from tq_client.protocol import (
     ClaimedTask,
     ClaimRequest,
@@ -33,6 +37,7 @@ from tq_client.protocol import (
     RegisterWorkerRequest,
     RegisterWorkerResponse,
     ReleaseRequest,
+    TaskTypeOptions,
 )
 from tq_worker.backoff import Backoff
 
@@ -78,22 +83,12 @@ def retry_delay(exc: BrokerError, backoff: Backoff) -> float:
 
 
 def retry_after(response: httpx.Response) -> float | None:
-    """Retry-After in seconds (the HTTP-date form is not used by our broker), capped."""
-    try:
-        seconds = float(response.headers.get("retry-after", ""))
-    except ValueError:
+    """The broker's Retry-After (read by the shared client layer), bounded: a worker never
+    sleeps longer than a minute on one answer's say-so."""
+    seconds = retry_after_seconds(response)
+    if seconds is None:
         return None
     return min(max(seconds, 0.0), RETRY_AFTER_MAX_SECONDS)
-
-
-def error_message(response: httpx.Response) -> str:
-    try:
-        body = response.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return response.text[:500] or response.reason_phrase
-    if isinstance(body, dict) and isinstance(body.get("error"), str):
-        return str(body["error"])
-    return response.text[:500]
 
 
 def parse(model: type[M], response: httpx.Response) -> M:
@@ -138,13 +133,18 @@ class BrokerClient:
         await self._heartbeat_http.aclose()
 
     async def register(
-        self, task_types: Sequence[str], concurrency: int, prefetch: int | None = None
+        self,
+        task_types: Sequence[str],
+        concurrency: int,
+        prefetch: int | None = None,
+        task_options: Mapping[str, TaskTypeOptions] | None = None,
     ) -> RegisterWorkerResponse:
         body = RegisterWorkerRequest(
             worker_id=self.worker_id,
             task_types=list(task_types),
             concurrency=concurrency,
             prefetch=prefetch,
+            task_options=dict(task_options or {}),
         )
         response = await self._send(self._http, "POST", "/api/v1/workers", body)
         _raise_for_status(response)

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
 from tq_client.protocol import ClaimedTask, Lease
+from tq_worker.context import TaskContext
 
 LeaseKey = tuple[UUID, UUID]  # (task_id, lease_token)
 
@@ -40,6 +42,8 @@ class Held:
     stage: Stage = Stage.QUEUED
     handle: asyncio.Future[Any] | None = None
     stop_reason: StopReason | None = None
+    ctx: TaskContext | None = None  # the running attempt's context: cancelled on stop
+    started_at: float | None = None  # time.monotonic() when the handler started
 
     @property
     def key(self) -> LeaseKey:
@@ -50,9 +54,12 @@ class Held:
         return Lease(task_id=self.task.task_id, lease_token=self.task.lease_token)
 
     def stop(self, reason: StopReason) -> None:
-        """Cancel the running handler (a sync one keeps its thread; its result is dropped)."""
+        """Cancel the running handler (a sync one keeps its thread; its result is dropped)
+        and set its context's cancelled flag, which is all a sync handler can see."""
         if self.stop_reason is None:
             self.stop_reason = reason
+        if self.ctx is not None:
+            self.ctx.cancel(reason.value)
         if self.handle is not None and not self.handle.done():
             self.handle.cancel()
 
@@ -91,9 +98,13 @@ class Ledger:
             return None
         return held
 
-    def start(self, held: Held, handle: asyncio.Future[Any] | None) -> None:
+    def start(
+        self, held: Held, handle: asyncio.Future[Any] | None, ctx: TaskContext | None = None
+    ) -> None:
         held.stage = Stage.RUNNING
         held.handle = handle
+        held.ctx = ctx
+        held.started_at = time.monotonic()
 
     def finish(self, held: Held) -> bool:
         """Mark a running or queued task finished; False if it is no longer held or finished."""

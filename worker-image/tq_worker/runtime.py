@@ -28,10 +28,18 @@ from tq_worker.broker_client import (
     retry_delay,
 )
 from tq_worker.config import RuntimeConfig
-from tq_worker.execution import Outcome, failed, start_handler, timeout_error, wait_outcome
+from tq_worker.execution import (
+    Outcome,
+    failed,
+    new_context,
+    start_handler,
+    timeout_failure,
+    wait_outcome,
+)
 from tq_worker.heartbeat import Heartbeater
 from tq_worker.ledger import Held, LeaseKey, Ledger, Stage, StopReason
 from tq_worker.reporter import Reporter
+from tq_worker.task_log import log_finished
 from tq_worker.threads import ThreadRunner
 
 log = logging.getLogger("tq_worker")
@@ -101,7 +109,10 @@ class Runtime:
         while not self._stopping.is_set():
             try:
                 self._registration = await self.client.register(
-                    self.app.task_types, self.config.concurrency, self.config.prefetch_count
+                    self.app.task_types,
+                    self.config.concurrency,
+                    self.config.prefetch_count,
+                    self.app.task_options,
                 )
             except (BrokerUnavailable, BrokerRejected) as exc:
                 if fatal and isinstance(exc, BrokerRejected):
@@ -221,6 +232,9 @@ class Runtime:
             outcome = await self._execute(held)
             if outcome is not None and self.ledger.finish(held):
                 self.reporter.put(outcome)
+                log_finished(held, outcome)
+            elif outcome is None:
+                log_finished(held, None)
 
     async def _execute(self, held: Held) -> Outcome | None:
         task = held.task
@@ -229,11 +243,14 @@ class Runtime:
             return failed(task, f"LookupError: this worker has no handler for {task.task_type!r}")
         remaining = held.deadline - asyncio.get_running_loop().time()
         if remaining <= 0:  # waited in the prefetch queue past its deadline: do not start it
-            return failed(task, timeout_error(task.timeout_seconds))
-        handle = start_handler(registered, task.payload, self._threads)
-        self.ledger.start(held, handle)
-        outcome = await wait_outcome(task, handle, remaining)
+            return timeout_failure(task, registered)
+        ctx = new_context(task, remaining)
+        handle = start_handler(registered, task.payload, self._threads, ctx)
+        self.ledger.start(held, handle, ctx)
+        outcome = await wait_outcome(task, handle, remaining, registered)
         if outcome is not None:
+            if handle.cancelled():  # timed out: a sync handler may still run; tell it
+                ctx.cancel("timeout")
             return outcome
         if held.stop_reason is StopReason.ABANDONED:
             return None
@@ -251,7 +268,9 @@ class Runtime:
         for held in self.ledger.running():
             held.stop(StopReason.SHUTDOWN)
             if self.ledger.finish(held):
-                self.reporter.put(failed(held.task, SHUTDOWN_ERROR))
+                outcome = failed(held.task, SHUTDOWN_ERROR)
+                self.reporter.put(outcome)
+                log_finished(held, outcome)
         await _cancel(*self._executors)
         flush_deadline = loop.time() + self.config.flush_seconds
         with contextlib.suppress(TimeoutError):

@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from tq_broker.api.deps import broker_of
 from tq_broker.api.errors import error_response
 from tq_broker.auth import Authenticator
 from tq_broker.errors import BrokerError, StoreUnavailable
@@ -46,7 +47,7 @@ class RequestGuard:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        auth: Authenticator = scope["app"].state.authenticator
+        auth = broker_of(scope["app"]).authenticator
         if not auth.config.enabled:
             refusal = _foreign_origin(scope)
         elif scope["type"] == "http" and scope["path"].startswith("/api/"):

@@ -7,10 +7,10 @@ from uuid import UUID
 from fastapi import APIRouter, Request, Response
 from pydantic import TypeAdapter
 
+from tq_broker.api.deps import broker_of
 from tq_broker.api.errors import ERROR_RESPONSES
 from tq_broker.api.responses import json_response
 from tq_broker.api.security import requires
-from tq_broker.auth import Authenticator
 from tq_broker.keys import ApiKeyStore, Permission
 from tq_client.models import CreatedKey, CreateKeyRequest, KeyInfo
 
@@ -19,8 +19,7 @@ _key_list_json = TypeAdapter(list[KeyInfo])
 
 
 def _keys(request: Request) -> ApiKeyStore:
-    store: ApiKeyStore = request.app.state.keys
-    return store
+    return broker_of(request.app).keys
 
 
 @router.post(
@@ -57,6 +56,5 @@ async def list_keys(request: Request) -> Response:
 @router.delete("/{key_id}", status_code=204, responses=ERROR_RESPONSES, summary="Revoke an API key")
 async def revoke_key(key_id: UUID, request: Request) -> Response:
     await _keys(request).key_revoke(key_id)
-    authenticator: Authenticator = request.app.state.authenticator
-    authenticator.forget(key_id)
+    broker_of(request.app).authenticator.forget(key_id)
     return Response(status_code=204)

@@ -12,6 +12,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from pydantic import TypeAdapter
 
+from tq_broker.api.deps import broker_of
 from tq_broker.api.errors import ERROR_RESPONSES
 from tq_broker.api.parsing import OffLoopJsonRoute
 from tq_broker.api.responses import json_response
@@ -35,8 +36,7 @@ _schedule_list_json = TypeAdapter(list[ScheduleInfo])
 
 
 async def _schedules(request: Request) -> ScheduleStore:
-    store: ScheduleStore = request.app.state.schedules
-    return store
+    return broker_of(request.app).schedules
 
 
 SchedulesDep = Annotated[ScheduleStore, Depends(_schedules)]

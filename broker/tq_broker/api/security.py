@@ -11,7 +11,8 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPBearer
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from tq_broker.auth import Authenticator, Credentials, Principal
+from tq_broker.api.deps import broker_of
+from tq_broker.auth import Credentials, Principal
 from tq_broker.keys import Permission
 from tq_broker.ratelimit import Decision
 from tq_broker.worker_store import ANY_CALLER, Caller
@@ -22,7 +23,7 @@ _bearer_scheme = HTTPBearer(auto_error=False, description="API key: Authorizatio
 
 def requires(permission: Permission, rate_limited: bool = True) -> Any:
     async def check(request: Request, _: Any = Depends(_bearer_scheme)) -> Principal | None:
-        auth: Authenticator = request.app.state.authenticator
+        auth = broker_of(request.app).authenticator
         if not auth.config.enabled:
             return None
         credentials = Credentials(  # RequestGuard authenticated /api/ already

@@ -1,7 +1,8 @@
 """WS /ws: live task status changes, as in the contract's WebSocket section.
 
-Client → server: {"type": "subscribe", "filters": {"task_types": [...], "statuses": [...]}}
-(both optional; a new subscribe replaces the filters). Server → client:
+Client → server: {"type": "subscribe", "filters": {"task_types": [...], "statuses": [...],
+"task_ids": [...]}} (each optional; `task_ids`, beyond the contract: at most
+TASK_IDS_FILTER_MAX task UUIDs; a new subscribe replaces the filters). Server → client:
 {"type": "subscribed", "filters": {...}} once the subscription is live (every change that
 commits after it is delivered, whichever replica makes it; see events.py), then
 {"type": "task_update", "task": {"task_id", "task_type", "status", "updated_at"}}.
@@ -19,26 +20,27 @@ import asyncio
 import contextlib
 import json
 import re
+import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import APIRouter, Request, Response, WebSocket, WebSocketDisconnect
 
+from tq_broker.api.deps import broker_of
 from tq_broker.api.errors import ERROR_RESPONSES
 from tq_broker.api.responses import json_response
 from tq_broker.api.security import requires
 from tq_broker.auth import (
     TICKET_SECONDS,
-    Authenticator,
     Credentials,
-    OpenStreams,
     Principal,
     StreamKey,
     TooManyStreams,
 )
 from tq_broker.errors import BrokerError
-from tq_broker.events import EventHub, Subscription, TaskEvent
+from tq_broker.events import Subscription, TaskEvent
 from tq_broker.keys import Permission
-from tq_client.models import TASK_TYPE_PATTERN, TaskStatus, WsTicket
+from tq_client.models import TASK_IDS_FILTER_MAX, TASK_TYPE_PATTERN, TaskStatus, WsTicket
 
 router = APIRouter()
 TOO_SLOW = TRY_AGAIN_LATER = 1013
@@ -49,7 +51,28 @@ MESSAGE_MAX_BYTES = 64 * 1024
 _STATUSES = {s.value for s in TaskStatus}
 
 
-def parse_subscribe(raw: str) -> tuple[list[str], list[str]]:
+@dataclass(frozen=True)
+class Filters:
+    task_types: list[str]
+    statuses: list[str]
+    task_ids: list[str]  # canonical UUID strings, as events carry them
+
+    def as_json(self) -> dict[str, list[str]]:
+        return {"task_types": self.task_types, "statuses": self.statuses, "task_ids": self.task_ids}
+
+
+def _task_ids(value: Any) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError("task_ids must be a list of task UUIDs")
+    if len(value) > TASK_IDS_FILTER_MAX:
+        raise ValueError(f"task_ids: at most {TASK_IDS_FILTER_MAX} task UUIDs")
+    try:
+        return list(dict.fromkeys(str(uuid.UUID(v)) for v in value))
+    except ValueError:
+        raise ValueError("task_ids must be a list of task UUIDs") from None
+
+
+def parse_subscribe(raw: str) -> Filters:
     """The filters of a subscribe message; ValueError says what is wrong."""
     if len(raw) > MESSAGE_MAX_BYTES:
         raise ValueError("message too large")
@@ -60,8 +83,8 @@ def parse_subscribe(raw: str) -> tuple[list[str], list[str]]:
     if not isinstance(message, dict) or message.get("type") != "subscribe":
         raise ValueError('expected {"type": "subscribe", "filters": {...}}')
     filters = message.get("filters") or {}
-    if not isinstance(filters, dict) or set(filters) - {"task_types", "statuses"}:
-        raise ValueError("filters may have task_types and statuses")
+    if not isinstance(filters, dict) or set(filters) - {"task_types", "statuses", "task_ids"}:
+        raise ValueError("filters may have task_types, statuses and task_ids")
     task_types = filters.get("task_types") or []
     statuses = filters.get("statuses") or []
     if not isinstance(task_types, list) or not all(
@@ -70,7 +93,7 @@ def parse_subscribe(raw: str) -> tuple[list[str], list[str]]:
         raise ValueError("task_types must be a list of task types")
     if not isinstance(statuses, list) or not all(s in _STATUSES for s in statuses):
         raise ValueError(f"statuses must be a list of {sorted(_STATUSES)}")
-    return task_types, statuses
+    return Filters(task_types, statuses, _task_ids(filters.get("task_ids") or []))
 
 
 def update_message(event: TaskEvent) -> dict[str, Any]:
@@ -94,7 +117,7 @@ def update_message(event: TaskEvent) -> dict[str, Any]:
     summary="A single-use ticket for WS /ws?ticket=... (browsers: no key in the URL)",
 )
 async def create_ws_ticket(request: Request) -> Response:
-    auth: Authenticator = request.app.state.authenticator
+    auth = broker_of(request.app).authenticator
     principal: Principal | None = getattr(request.state, "principal", None)
     ticket = await auth.issue_ticket(principal)
     return json_response(WsTicket(ticket=ticket, expires_in_seconds=TICKET_SECONDS), 201)
@@ -103,7 +126,7 @@ async def create_ws_ticket(request: Request) -> Response:
 async def _principal(websocket: WebSocket) -> Principal | None:
     """Who connects (None with auth off); raises BrokerError when refused. A ticket is the way
     for browsers; `?token=<key>` still works but puts the key in URLs (never in our logs)."""
-    auth: Authenticator = websocket.app.state.authenticator
+    auth = broker_of(websocket.app).authenticator
     if not auth.config.enabled:
         return None
     header = websocket.headers.get("authorization")
@@ -122,7 +145,7 @@ async def task_updates(websocket: WebSocket) -> None:
     except BrokerError:
         await websocket.close(code=POLICY_VIOLATION)  # before accept: the handshake gets 403
         return
-    streams: OpenStreams = websocket.app.state.open_streams
+    streams = broker_of(websocket.app).open_streams
     try:
         with streams.opened(principal):
             await websocket.accept()
@@ -132,8 +155,9 @@ async def task_updates(websocket: WebSocket) -> None:
 
 
 async def _serve(websocket: WebSocket, principal: Principal | None) -> None:
-    key = StreamKey(websocket.app.state.authenticator, principal)
-    hub: EventHub = websocket.app.state.event_hub
+    broker = broker_of(websocket.app)
+    key = StreamKey(broker.authenticator, principal)
+    hub = broker.event_hub
     current: list[Subscription] = []
     forwarder: asyncio.Task[None] | None = None
     try:
@@ -147,20 +171,18 @@ async def _serve(websocket: WebSocket, principal: Principal | None) -> None:
                 await websocket.close(code=UNSUPPORTED_DATA)
                 break
             try:
-                task_types, statuses = parse_subscribe(raw)
+                filters = parse_subscribe(raw)
             except ValueError as exc:
                 await websocket.send_json({"type": "error", "error": str(exc)})
                 continue
             if forwarder is not None:
                 forwarder.cancel()
                 hub.unsubscribe(current.pop())
-            current.append(hub.subscribe(task_types, statuses))
+            current.append(hub.subscribe(filters.task_types, filters.statuses, filters.task_ids))
             if not await hub.registered():
                 await websocket.close(code=TRY_AGAIN_LATER, reason="event feed unavailable")
                 return
-            await websocket.send_json(
-                {"type": "subscribed", "filters": {"task_types": task_types, "statuses": statuses}}
-            )
+            await websocket.send_json({"type": "subscribed", "filters": filters.as_json()})
             forwarder = asyncio.create_task(_forward(websocket, current[0], key))
     except WebSocketDisconnect:
         pass

@@ -9,20 +9,23 @@ from uuid import UUID
 from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
 from pydantic import TypeAdapter
 
-from tq_broker.api.deps import StoreDep
+from tq_broker.api.deps import StoreDep, TaskWaitsDep, broker_of
+from tq_broker.api.disconnect import disconnect_event
 from tq_broker.api.errors import ERROR_RESPONSES
 from tq_broker.api.parsing import OffLoopJsonRoute
 from tq_broker.api.responses import json_response
 from tq_broker.api.security import requires
-from tq_broker.auth import Authenticator, Principal, submitter_of
+from tq_broker.auth import Principal, submitter_of
 from tq_broker.errors import InvalidRequest
 from tq_broker.keys import Permission
 from tq_client.models import (
     TASK_TYPE_PATTERN,
+    WAIT_SECONDS_MAX,
     SubmitBatchRequest,
     SubmitBatchResponse,
     SubmitTaskRequest,
     SubmitTaskResponse,
+    TaskAttempt,
     TaskDetail,
     TaskStatus,
     TaskSummary,
@@ -32,6 +35,7 @@ router = APIRouter(prefix="/api/v1/tasks", tags=["tasks"], route_class=OffLoopJs
 
 IDEMPOTENCY_KEY_PATTERN = re.compile(r"^[\x21-\x7e]{1,255}$")
 _task_list_json = TypeAdapter(list[TaskSummary])
+_attempt_list_json = TypeAdapter(list[TaskAttempt])
 
 
 @router.post(
@@ -70,7 +74,7 @@ async def submit_task(
 async def submit_batch(body: SubmitBatchRequest, store: StoreDep, request: Request) -> Response:
     principal: Principal | None = getattr(request.state, "principal", None)
     if principal is not None:
-        auth: Authenticator = request.app.state.authenticator
+        auth = broker_of(request.app).authenticator
         request.state.rate_limit = await auth.admit(principal, cost=len(body.tasks))
     tasks = await store.task_insert_many(list(body.tasks), submitter_of(principal))
     return json_response(SubmitBatchResponse(tasks=tasks), 201)
@@ -98,8 +102,35 @@ for _action in ("batch", "claim", "complete", "fail", "release"):
     responses=ERROR_RESPONSES,
     summary="Get a task",
 )
-async def get_task(task_id: UUID, store: StoreDep) -> Response:
-    return json_response(await store.task_get(task_id))
+async def get_task(
+    task_id: UUID,
+    request: Request,
+    waits: TaskWaitsDep,
+    wait: Annotated[
+        float | None,
+        Query(
+            ge=0,
+            le=WAIT_SECONDS_MAX,
+            description="Long-poll: answer once the task is completed, dead_letter or "
+            f"cancelled, or after this many seconds (0-{WAIT_SECONDS_MAX}), whichever is first.",
+        ),
+    ] = None,
+) -> Response:
+    if not wait:
+        return json_response(await waits.task_get_when_finished(task_id, 0))
+    async with disconnect_event(request) as gone:
+        return json_response(await waits.task_get_when_finished(task_id, wait, gone))
+
+
+@router.get(
+    "/{task_id}/attempts",
+    dependencies=[requires(Permission.READ_TASKS)],
+    response_model=list[TaskAttempt],
+    responses=ERROR_RESPONSES,
+    summary="A task's attempts, oldest first (the last 50)",
+)
+async def task_attempts(task_id: UUID, store: StoreDep) -> Response:
+    return json_response(_attempt_list_json.dump_json(await store.task_attempts(task_id)))
 
 
 @router.get(

@@ -3,12 +3,12 @@ release."""
 
 from __future__ import annotations
 
-import asyncio
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Request, Response
 
 from tq_broker.api.deps import BudgetDep, MetricsDep, NotifierDep, SettingsDep, WorkerStoreDep
+from tq_broker.api.disconnect import disconnect_event
 from tq_broker.api.errors import ERROR_RESPONSES
 from tq_broker.api.parsing import OffLoopJsonRoute
 from tq_broker.api.responses import json_response
@@ -123,14 +123,10 @@ async def claim(
     caller: CallerDep,
 ) -> Response:
     wait = min(float(body.wait_seconds), settings.claim_wait_max_seconds)
-    gone = asyncio.Event()
-    watcher = asyncio.create_task(_watch_disconnect(request, gone))
-    try:
+    async with disconnect_event(request) as gone:
         claimed = await store.task_claim_waiting(
             body.worker_id, body.max_tasks, wait, notifier, gone, caller
         )
-    finally:
-        watcher.cancel()
     if gone.is_set() and claimed.tasks:
         # Nobody will read the answer: hand the tasks back at once, no attempt counted.
         leases = [Lease(task_id=t.task_id, lease_token=t.lease_token) for t in claimed.tasks]
@@ -138,14 +134,6 @@ async def claim(
         return json_response(ClaimResponse(tasks=[]))
     metrics.observe_durations(metrics.queue_wait, claimed.queue_waits)
     return json_response(ClaimResponse(tasks=claimed.tasks))
-
-
-async def _watch_disconnect(request: Request, gone: asyncio.Event) -> None:
-    """Set `gone` when the client hangs up (the body was read already: what comes next is the
-    server's word that the connection closed)."""
-    while (await request.receive())["type"] != "http.disconnect":
-        pass
-    gone.set()
 
 
 @router.post(

@@ -23,6 +23,7 @@ from tq_broker.events import EventPublisher
 from tq_broker.ids import new_task_id
 from tq_broker.schedule_times import LATE_TOLERANCE_SECONDS_DEFAULT, plan_fire
 from tq_broker.schedules import Clock, database_clock, timing_of
+from tq_client.models import MAX_RETRIES_DEFAULT, TIMEOUT_SECONDS_DEFAULT
 from tq_client.schedules import MissedFires
 
 log = logging.getLogger(__name__)
@@ -110,6 +111,9 @@ class Scheduler:
                         "run_at": None,
                         "timeout_seconds": row["timeout_seconds"],
                         "max_retries": row["max_retries"],
+                        # NULL limits: the type's registered default, else the contract's.
+                        "timeout_default": TIMEOUT_SECONDS_DEFAULT,
+                        "max_retries_default": MAX_RETRIES_DEFAULT,
                         "idempotency_key": None,
                         "request_digest": None,
                         "key_id": None,

@@ -25,6 +25,7 @@ from tq_broker.errors import InvalidRequest
 from tq_broker.events import TaskEvent
 from tq_broker.rpc import taskqueue_pb2 as pb
 from tq_client.models import (
+    TASK_IDS_FILTER_MAX,
     TASK_TYPE_PATTERN,
     Stats,
     SubmitTaskRequest,
@@ -53,6 +54,7 @@ class StreamQuery:
     task_id: UUID | None
     task_types: frozenset[str]
     statuses: frozenset[str]
+    task_ids: frozenset[str] = frozenset()  # canonical UUID strings, as events carry them
 
 
 def describe(exc: ValidationError) -> str:
@@ -122,6 +124,8 @@ def _filter(values: Sequence[str], field: str) -> list[str]:
 
 
 def stream_query(message: pb.StreamTaskUpdatesRequest) -> StreamQuery:
+    if message.task_id and message.task_ids:
+        raise InvalidRequest("give task_id (one task's stream) or task_ids (a filter), not both")
     return StreamQuery(
         task_id=task_id(message.task_id) if message.task_id else None,
         task_types=frozenset(
@@ -130,7 +134,17 @@ def stream_query(message: pb.StreamTaskUpdatesRequest) -> StreamQuery:
         statuses=frozenset(
             _status(s, "statuses").value for s in _filter(message.statuses, "statuses")
         ),
+        task_ids=_task_ids(message.task_ids),
     )
+
+
+def _task_ids(values: Sequence[str]) -> frozenset[str]:
+    if len(values) > TASK_IDS_FILTER_MAX:
+        raise InvalidRequest(f"task_ids: at most {TASK_IDS_FILTER_MAX} task UUIDs")
+    try:
+        return frozenset(str(UUID(v)) for v in values)
+    except ValueError:
+        raise InvalidRequest("task_ids: must be task UUIDs") from None
 
 
 def timestamp(value: datetime) -> Timestamp:

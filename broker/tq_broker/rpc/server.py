@@ -1,7 +1,7 @@
 """The gRPC server beside the HTTP one: TaskQueue, the standard health service, reflection.
 
-The CLI starts it once the app's lifespan has filled `app.state` (store, event hub,
-authenticator) and stops it before the lifespan closes them.
+The replica's `Broker` owns it (`open_broker(..., serve_grpc=True)`): started once the store,
+event hub and authenticator exist, stopped before they close.
 
 The one thing not to break: it binds its port exclusively (gRPC's default SO_REUSEPORT would
 let a second broker on the same port silently share, or steal, the traffic).
@@ -11,17 +11,19 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc  # type: ignore[import-untyped]
 from grpc_reflection.v1alpha import reflection  # type: ignore[import-untyped]
-from starlette.datastructures import State
 
 from tq_broker.rpc import taskqueue_pb2 as pb
 from tq_broker.rpc.service import TaskQueueService
 from tq_broker.rpc.taskqueue_pb2_grpc import add_TaskQueueServicer_to_server
 from tq_broker.settings import BrokerSettings
+
+if TYPE_CHECKING:
+    from tq_broker.broker import Broker
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +49,7 @@ class GrpcServer:
         self._service: TaskQueueService | None = None
         self._health: Any = None
 
-    async def start(self, state: State) -> int:
+    async def start(self, broker: Broker) -> int:
         """Serve on settings.host:grpc_port; returns the bound port. Raises RuntimeError."""
         options = [
             ("grpc.so_reuseport", 0),
@@ -59,7 +61,7 @@ class GrpcServer:
         ]
         server = grpc.aio.server(options=options)
         self._service = TaskQueueService(
-            state.store, state.event_hub, state.authenticator, state.open_streams
+            broker.store, broker.event_hub, broker.authenticator, broker.open_streams
         )
         add_TaskQueueServicer_to_server(self._service, server)
         self._health = health.aio.HealthServicer()

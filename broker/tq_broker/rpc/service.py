@@ -53,7 +53,6 @@ Context = grpc.aio.ServicerContext[Any, Any]
 # A one-task stream re-reads its task this often, covering events dropped by a NOTIFY that
 # failed (or sent before the stream was live).
 RECHECK_SECONDS = 5.0
-STREAMS_PER_KEY_MAX_DEFAULT = 100
 _WAKE = TaskEvent("", "", "", "")  # put into a stream's queue to make it notice shutdown
 _TERMINAL = frozenset(s.value for s in TERMINAL_STATUSES)
 
@@ -120,12 +119,12 @@ class TaskQueueService(TaskQueueServicer):
         store: TaskStore,
         hub: EventHub,
         auth: Authenticator,
-        open_streams: OpenStreams | None = None,
+        open_streams: OpenStreams,
     ) -> None:
         self._store = store
         self._hub = hub
         self._auth = auth
-        self._open_streams = open_streams or OpenStreams(STREAMS_PER_KEY_MAX_DEFAULT)
+        self._open_streams = open_streams
         self._closing = False
         self._streams: set[Subscription] = set()
 
@@ -196,7 +195,8 @@ class TaskQueueService(TaskQueueServicer):
         query = convert.stream_query(request)
         # A one-task stream filters statuses itself: it must see the terminal one to end.
         statuses = () if query.task_id else query.statuses
-        subscription = self._hub.subscribe(query.task_types, statuses)
+        task_ids = {str(query.task_id)} if query.task_id else query.task_ids
+        subscription = self._hub.subscribe(query.task_types, statuses, task_ids)
         self._streams.add(subscription)
         try:
             # Live from here on: every change that commits after the client has this

@@ -280,6 +280,7 @@ class StreamTaskUpdatesRequest(_message.Message):
     TASK_ID_FIELD_NUMBER: _builtins.int
     TASK_TYPES_FIELD_NUMBER: _builtins.int
     STATUSES_FIELD_NUMBER: _builtins.int
+    TASK_IDS_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
     """One task's updates: its current status first, then its changes; the stream ends once the
     task is completed, dead_letter or cancelled. Empty: every task matching the filters.
@@ -292,16 +293,21 @@ class StreamTaskUpdatesRequest(_message.Message):
     def statuses(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Empty: any status."""
 
+    @_builtins.property
+    def task_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Beyond the contract: only these tasks (UUIDs, at most 1000); empty: any task."""
+
     def __init__(
         self,
         *,
         task_id: _builtins.str = ...,
         task_types: _abc.Iterable[_builtins.str] | None = ...,
         statuses: _abc.Iterable[_builtins.str] | None = ...,
+        task_ids: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["statuses", b"statuses", "task_id", b"task_id", "task_types", b"task_types"]
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["statuses", b"statuses", "task_id", b"task_id", "task_ids", b"task_ids", "task_types", b"task_types"]
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -2,12 +2,16 @@
 -- Guards on state live here, in the WHERE clauses: the database decides, Python does not re-check.
 
 -- task_insert --
--- Store one task; with an idempotency key, a repeat inserts nothing and returns no row.
+-- Store one task; with an idempotency key, a repeat inserts nothing and returns no row. A limit
+-- the submit omits (NULL) is the task type's registered default, else the contract's.
 INSERT INTO tq_tasks (task_id, task_type, payload, priority, run_at, timeout_seconds,
                       max_retries, idempotency_key, request_digest, key_id)
-VALUES (%(task_id)s, %(task_type)s, %(payload)s, %(priority)s, COALESCE(%(run_at)s, now()),
-        %(timeout_seconds)s, %(max_retries)s, %(idempotency_key)s, %(request_digest)s,
-        %(key_id)s)
+SELECT %(task_id)s, %(task_type)s, %(payload)s, %(priority)s, COALESCE(%(run_at)s, now()),
+       COALESCE(%(timeout_seconds)s::integer, d.timeout_seconds, %(timeout_default)s),
+       COALESCE(%(max_retries)s::integer, d.max_retries, %(max_retries_default)s),
+       %(idempotency_key)s, %(request_digest)s, %(key_id)s
+FROM (VALUES (1)) AS one
+LEFT JOIN tq_task_type_defaults AS d ON d.task_type = %(task_type)s
 ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 RETURNING task_id, task_type, status, updated_at;
 
@@ -32,17 +36,19 @@ SELECT task_id, status, request_digest FROM tq_tasks WHERE idempotency_key = %(i
 INSERT INTO tq_tasks (task_id, task_type, payload, priority, run_at, timeout_seconds, max_retries,
                       key_id)
 SELECT b.task_id, b.task_type, b.payload, b.priority, COALESCE(b.run_at, now()),
-       b.timeout_seconds, b.max_retries, %(key_id)s::uuid
+       COALESCE(b.timeout_seconds, d.timeout_seconds, %(timeout_default)s),
+       COALESCE(b.max_retries, d.max_retries, %(max_retries_default)s), %(key_id)s::uuid
 FROM unnest(%(task_ids)s::uuid[], %(task_types)s::text[], %(payloads)s::bytea[],
             %(priorities)s::smallint[], %(run_ats)s::timestamptz[], %(timeouts)s::integer[],
             %(max_retries)s::integer[])
      AS b(task_id, task_type, payload, priority, run_at, timeout_seconds, max_retries)
+LEFT JOIN tq_task_type_defaults AS d ON d.task_type = b.task_type
 RETURNING task_id, task_type, status, updated_at;
 
 -- task_get --
 -- One task with everything the GET endpoint shows.
 SELECT task_id, task_type, status, priority, created_at, updated_at, result, error,
-       retry_count, worker_id
+       retry_count, worker_id, max_retries, timeout_seconds, run_at
 FROM tq_tasks WHERE task_id = %(task_id)s;
 
 -- task_status --
@@ -58,6 +64,15 @@ WHERE (%(status)s::text IS NULL OR status = %(status)s::text)
 ORDER BY created_at DESC, task_id DESC
 LIMIT %(limit)s OFFSET %(offset)s;
 
+-- task_attempts --
+-- A task's attempts, oldest first; one row with attempt NULL for a task without any, none for
+-- an unknown task.
+SELECT a.attempt, a.worker_id, a.claimed_at, a.finished_at, a.outcome, a.error
+FROM tq_tasks AS t
+LEFT JOIN tq_task_attempts AS a ON a.task_id = t.task_id
+WHERE t.task_id = %(task_id)s
+ORDER BY a.attempt;
+
 -- task_cancel --
 -- Cancel a task that is waiting (pending, or failed and waiting for its retry). One statement:
 -- once it returns a row, no claim can take the task.
@@ -68,8 +83,12 @@ RETURNING task_id, task_type, status, updated_at;
 
 -- stats --
 -- System-wide counters for GET /api/v1/stats; buckets: high >= 200, normal 100-199, low <= 99.
+-- pending_count: every pending task (as the contract and the list filter count them); the
+-- buckets count queue depth, the tasks due now; scheduled_count: waiting, not yet due.
 SELECT
     (SELECT count(*) FROM tq_tasks WHERE status = 'pending') AS pending_count,
+    (SELECT count(*) FROM tq_tasks
+      WHERE status IN ('pending', 'failed') AND run_at > now()) AS scheduled_count,
     (SELECT count(*) FROM tq_tasks WHERE status = 'in_progress') AS in_progress_count,
     (SELECT count(*) FROM tq_tasks
       WHERE status = 'completed' AND finished_at > now() - interval '1 hour') AS completed_last_hour,
@@ -85,7 +104,7 @@ SELECT
 FROM (SELECT count(*) FILTER (WHERE tq_priority_bucket(priority) = 'high') AS high,
              count(*) FILTER (WHERE tq_priority_bucket(priority) = 'normal') AS normal,
              count(*) FILTER (WHERE tq_priority_bucket(priority) = 'low') AS low
-        FROM tq_tasks WHERE status = 'pending') AS q;
+        FROM tq_tasks WHERE status = 'pending' AND run_at <= now()) AS q;
 
 -- health --
 -- The two numbers /health shows.
@@ -94,7 +113,8 @@ SELECT (SELECT count(*) FROM tq_workers WHERE status <> 'offline') AS connected_
 
 -- worker_list --
 -- Workers that have not been marked offline.
-SELECT worker_id, registered_at, last_heartbeat, current_tasks, cpu_usage_percent, memory_usage_mb
+SELECT worker_id, registered_at, last_heartbeat, current_tasks, cpu_usage_percent, memory_usage_mb,
+       task_types, concurrency, status
 FROM tq_workers WHERE status <> 'offline'
 ORDER BY registered_at, worker_id;
 
@@ -208,15 +228,31 @@ SELECT pg_advisory_unlock(7461203926) AS released;
 -- worker_register --
 -- Register a worker, or bring a known one back online; a known one only by the key that
 -- registered it (or an admin: %(any_key)s). No row: the id belongs to another key.
-INSERT INTO tq_workers (worker_id, task_types, concurrency, prefetch, key_id)
-VALUES (%(worker_id)s, %(task_types)s, %(concurrency)s, %(prefetch)s, %(key_id)s)
-ON CONFLICT (worker_id) DO UPDATE
-SET task_types = EXCLUDED.task_types, concurrency = EXCLUDED.concurrency,
-    prefetch = EXCLUDED.prefetch, status = 'online',
-    last_heartbeat = now(), registered_at = CASE WHEN tq_workers.status = 'offline'
-                                                 THEN now() ELSE tq_workers.registered_at END
-WHERE %(any_key)s OR tq_workers.key_id IS NOT DISTINCT FROM EXCLUDED.key_id
-RETURNING worker_id;
+-- A registration sets the defaults of every type it serves (its task_options; NULL where it
+-- gives none): the latest registration of a type wins. Task types arrive deduplicated.
+WITH registered AS (
+    INSERT INTO tq_workers (worker_id, task_types, concurrency, prefetch, key_id)
+    VALUES (%(worker_id)s, %(task_types)s, %(concurrency)s, %(prefetch)s, %(key_id)s)
+    ON CONFLICT (worker_id) DO UPDATE
+    SET task_types = EXCLUDED.task_types, concurrency = EXCLUDED.concurrency,
+        prefetch = EXCLUDED.prefetch, status = 'online',
+        last_heartbeat = now(), registered_at = CASE WHEN tq_workers.status = 'offline'
+                                                     THEN now() ELSE tq_workers.registered_at END
+    WHERE %(any_key)s OR tq_workers.key_id IS NOT DISTINCT FROM EXCLUDED.key_id
+    RETURNING worker_id
+), defaults AS (
+    INSERT INTO tq_task_type_defaults (task_type, max_retries, timeout_seconds, worker_id)
+    SELECT o.task_type, o.max_retries, o.timeout_seconds, r.worker_id
+    FROM registered AS r,
+         unnest(%(task_types)s::text[], %(default_max_retries)s::integer[],
+                %(default_timeouts)s::integer[]) AS o(task_type, max_retries, timeout_seconds)
+    ON CONFLICT (task_type) DO UPDATE
+    SET max_retries = EXCLUDED.max_retries, timeout_seconds = EXCLUDED.timeout_seconds,
+        worker_id = EXCLUDED.worker_id, updated_at = now()
+    WHERE (tq_task_type_defaults.max_retries, tq_task_type_defaults.timeout_seconds)
+          IS DISTINCT FROM (EXCLUDED.max_retries, EXCLUDED.timeout_seconds)
+)
+SELECT worker_id FROM registered;
 
 -- worker_heartbeat --
 -- Record liveness and load of a worker that has not been marked offline.
@@ -276,11 +312,18 @@ WITH worker AS (
     SET status = 'in_progress', worker_id = %(worker_id)s, lease_token = gen_random_uuid(),
         claimed_at = now(),
         lease_expires_at = now() + %(lease_ttl_seconds)s * interval '1 second',
-        updated_at = now()
+        updated_at = now(), attempts = t.attempts + 1
     FROM ready WHERE t.task_id = ready.task_id
     RETURNING t.task_id, t.task_type, t.payload, t.priority, t.lease_token, t.lease_expires_at,
               t.timeout_seconds, t.retry_count, t.max_retries, t.run_at, t.claimed_at, t.status,
-              t.updated_at
+              t.updated_at, t.attempts
+), opened AS (
+    INSERT INTO tq_task_attempts (task_id, attempt, worker_id, claimed_at)
+    SELECT task_id, attempts, %(worker_id)s, claimed_at FROM claimed
+), trimmed AS (  -- keep the last %(attempts_kept)s attempts of a task
+    DELETE FROM tq_task_attempts AS a USING claimed AS c
+    WHERE a.task_id = c.task_id AND c.attempts > %(attempts_kept)s
+      AND a.attempt <= c.attempts - %(attempts_kept)s
 )
 SELECT w.task_types AS worker_task_types, c.*
 FROM (VALUES (1)) AS one
@@ -306,27 +349,42 @@ RETURNING t.task_id;
 
 -- task_complete_many --
 -- Record results of tasks whose lease is still current; others are untouched.
-UPDATE tq_tasks AS t
-SET status = 'completed', result = c.result, error = NULL, lease_token = NULL,
-    lease_expires_at = NULL, finished_at = now(), updated_at = now()
-FROM unnest(%(task_ids)s::uuid[], %(lease_tokens)s::uuid[], %(results)s::bytea[])
-     AS c(task_id, lease_token, result)
-WHERE t.task_id = c.task_id AND t.lease_token = c.lease_token AND t.status = 'in_progress'
-RETURNING t.task_id, t.task_type, t.status, t.claimed_at, t.finished_at, t.updated_at;
+WITH completed AS (
+    UPDATE tq_tasks AS t
+    SET status = 'completed', result = c.result, error = NULL, lease_token = NULL,
+        lease_expires_at = NULL, finished_at = now(), updated_at = now()
+    FROM unnest(%(task_ids)s::uuid[], %(lease_tokens)s::uuid[], %(results)s::bytea[])
+         AS c(task_id, lease_token, result)
+    WHERE t.task_id = c.task_id AND t.lease_token = c.lease_token AND t.status = 'in_progress'
+    RETURNING t.task_id, t.task_type, t.status, t.claimed_at, t.finished_at, t.updated_at,
+              t.attempts
+), closed AS (
+    UPDATE tq_task_attempts AS a SET finished_at = c.finished_at, outcome = 'completed'
+    FROM completed AS c WHERE a.task_id = c.task_id AND a.attempt = c.attempts
+)
+SELECT task_id, task_type, status, claimed_at, finished_at, updated_at FROM completed;
 
 -- task_fail_many --
--- A failed attempt: the rule is the SQL function tq_failed_attempt (migration 0007).
-UPDATE tq_tasks AS t
-SET (status, retry_count, run_at, finished_at) = (
-        SELECT a.status, a.retry_count, a.run_at, a.finished_at
-        FROM tq_failed_attempt(t.retry_count, t.max_retries, f.retryable,
-                               %(backoff_base_seconds)s::float8,
-                               %(backoff_cap_seconds)s::float8) AS a),
-    error = f.error, lease_token = NULL, lease_expires_at = NULL, updated_at = now()
-FROM unnest(%(task_ids)s::uuid[], %(lease_tokens)s::uuid[], %(errors)s::text[],
-            %(retryable)s::bool[]) AS f(task_id, lease_token, error, retryable)
-WHERE t.task_id = f.task_id AND t.lease_token = f.lease_token AND t.status = 'in_progress'
-RETURNING t.task_id, t.task_type, t.status, t.updated_at;
+-- A failed attempt: the rule is the SQL function tq_failed_attempt (migration 0008); the
+-- error is kept on the task (the latest) and on its attempt.
+WITH failed AS (
+    UPDATE tq_tasks AS t
+    SET (status, retry_count, run_at, finished_at) = (
+            SELECT a.status, a.retry_count, a.run_at, a.finished_at
+            FROM tq_failed_attempt(t.retry_count, t.max_retries, f.retryable,
+                                   %(backoff_base_seconds)s::float8,
+                                   %(backoff_cap_seconds)s::float8, f.retry_delay) AS a),
+        error = f.error, lease_token = NULL, lease_expires_at = NULL, updated_at = now()
+    FROM unnest(%(task_ids)s::uuid[], %(lease_tokens)s::uuid[], %(errors)s::text[],
+                %(retryable)s::bool[], %(retry_delays)s::float8[])
+         AS f(task_id, lease_token, error, retryable, retry_delay)
+    WHERE t.task_id = f.task_id AND t.lease_token = f.lease_token AND t.status = 'in_progress'
+    RETURNING t.task_id, t.task_type, t.status, t.updated_at, t.attempts, t.error
+), closed AS (
+    UPDATE tq_task_attempts AS a SET finished_at = now(), outcome = 'failed', error = f.error
+    FROM failed AS f WHERE a.task_id = f.task_id AND a.attempt = f.attempts
+)
+SELECT task_id, task_type, status, updated_at FROM failed;
 
 -- task_release_many --
 -- Hand back claimed tasks that never started: pending again, no attempt counted.
@@ -336,7 +394,10 @@ WITH released AS (
         worker_id = NULL, updated_at = now()
     FROM unnest(%(task_ids)s::uuid[], %(lease_tokens)s::uuid[]) AS r(task_id, lease_token)
     WHERE t.task_id = r.task_id AND t.lease_token = r.lease_token AND t.status = 'in_progress'
-    RETURNING t.task_id, t.task_type, t.status, t.updated_at
+    RETURNING t.task_id, t.task_type, t.status, t.updated_at, t.attempts
+), closed AS (
+    UPDATE tq_task_attempts AS a SET finished_at = now(), outcome = 'released'
+    FROM released AS r WHERE a.task_id = r.task_id AND a.attempt = r.attempts
 ), notified AS (
     SELECT pg_notify('tq_task_ready', task_type || ' ' || count(*)) FROM released
     GROUP BY task_type
@@ -380,11 +441,14 @@ WITH expired AS (
             SELECT a.status, a.retry_count, a.run_at, a.finished_at
             FROM tq_failed_attempt(t.retry_count, t.max_retries, true,
                                    %(backoff_base_seconds)s::float8,
-                                   %(backoff_cap_seconds)s::float8) AS a),
+                                   %(backoff_cap_seconds)s::float8, NULL) AS a),
         error = e.reason, lease_token = NULL, lease_expires_at = NULL, updated_at = now()
     FROM expired AS e
     WHERE t.task_id = e.task_id AND t.lease_token = e.lease_token AND t.status = 'in_progress'
-    RETURNING t.task_id, t.task_type, t.status, t.updated_at
+    RETURNING t.task_id, t.task_type, t.status, t.updated_at, t.attempts, t.error
+), closed AS (
+    UPDATE tq_task_attempts AS a SET finished_at = now(), outcome = 'expired', error = r.error
+    FROM rescued AS r WHERE a.task_id = r.task_id AND a.attempt = r.attempts
 )
 SELECT task_id, task_type, status, updated_at FROM rescued;
 
@@ -482,12 +546,28 @@ WHERE bucket = %(bucket)s;
 UPDATE tq_rate_buckets SET tokens = %(tokens)s, updated_at = %(as_of)s WHERE bucket = %(bucket)s;
 
 -- queue_depth --
--- Work waiting for the given task types: ready now, scheduled for later, and running.
-SELECT count(*) FILTER (WHERE status IN ('pending', 'failed') AND run_at <= now()) AS ready,
-       count(*) FILTER (WHERE status IN ('pending', 'failed') AND run_at > now()) AS scheduled,
-       count(*) FILTER (WHERE status = 'in_progress') AS in_progress
-FROM tq_tasks
-WHERE status IN ('pending', 'failed', 'in_progress') AND task_type = ANY(%(task_types)s::text[]);
+-- Work waiting for the given task types: ready now, scheduled for later, and running; and the
+-- types with ready tasks that no online worker serves (sorted, at most %(unserved_max)s). One
+-- pass over the tasks, grouped by type.
+WITH by_type AS (
+    SELECT task_type,
+           count(*) FILTER (WHERE status IN ('pending', 'failed') AND run_at <= now()) AS ready,
+           count(*) FILTER (WHERE status IN ('pending', 'failed') AND run_at > now()) AS scheduled,
+           count(*) FILTER (WHERE status = 'in_progress') AS in_progress
+    FROM tq_tasks
+    WHERE status IN ('pending', 'failed', 'in_progress')
+      AND task_type = ANY(%(task_types)s::text[])
+    GROUP BY task_type
+)
+SELECT coalesce(sum(ready), 0)::bigint AS ready,
+       coalesce(sum(scheduled), 0)::bigint AS scheduled,
+       coalesce(sum(in_progress), 0)::bigint AS in_progress,
+       ARRAY(SELECT b.task_type FROM by_type AS b
+             WHERE b.ready > 0
+               AND NOT EXISTS (SELECT 1 FROM tq_workers AS w
+                               WHERE w.status = 'online' AND b.task_type = ANY(w.task_types))
+             ORDER BY b.task_type LIMIT %(unserved_max)s) AS unserved_task_types
+FROM by_type;
 
 -- event_listener_register --
 -- This replica has subscribers; the row lapses unless renewed.

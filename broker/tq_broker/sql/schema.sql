@@ -29,7 +29,8 @@ CREATE TABLE tq_tasks (
     updated_at       timestamptz NOT NULL DEFAULT now(),
     idempotency_key  text,
     request_digest   bytea,
-    key_id           uuid  -- only for a key with a pending cap
+    key_id           uuid,  -- only for a key with a pending cap
+    attempts         integer     NOT NULL DEFAULT 0 CHECK (attempts >= 0)
 ) WITH (fillfactor = 80, autovacuum_vacuum_scale_factor = 0.02, autovacuum_analyze_scale_factor = 0.05);
 
 CREATE INDEX tq_tasks_ready_idx ON tq_tasks (priority DESC, run_at) WHERE status IN ('pending', 'failed');
@@ -101,17 +102,20 @@ CREATE TABLE tq_ws_tickets (
 );
 
 -- A failed attempt: with retries left (and the failure retryable), 'failed' until its backoff
--- ends; otherwise 'dead_letter'. Backoff = min(cap, base * 2^retry_count) with equal jitter
--- (between half and all of it). Used by task_fail_many and the rescuer's task_rescue_expired.
+-- ends; otherwise 'dead_letter'. Backoff = the worker's retry_delay_seconds when given, else
+-- min(cap, base * 2^retry_count) with equal jitter (between half and all of it). Used by
+-- task_fail_many and the rescuer's task_rescue_expired.
 CREATE FUNCTION tq_failed_attempt(
     retries_done integer, max_retries integer, retryable boolean,
     backoff_base_seconds double precision, backoff_cap_seconds double precision,
+    retry_delay_seconds double precision,
     OUT status text, OUT retry_count integer, OUT run_at timestamptz, OUT finished_at timestamptz
 ) LANGUAGE sql VOLATILE AS $$
     SELECT CASE WHEN again THEN 'failed' ELSE 'dead_letter' END,
            CASE WHEN again THEN retries_done + 1 ELSE retries_done END,
-           now() + least(backoff_cap_seconds, backoff_base_seconds * power(2, retries_done))
-                   * (0.5 + random() / 2) * interval '1 second',
+           now() + coalesce(retry_delay_seconds,
+                            least(backoff_cap_seconds, backoff_base_seconds * power(2, retries_done))
+                            * (0.5 + random() / 2)) * interval '1 second',
            CASE WHEN again THEN NULL ELSE now() END
     FROM (SELECT retryable AND retries_done < max_retries AS again) AS decision
 $$;
@@ -122,6 +126,29 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     SELECT CASE WHEN priority >= 200 THEN 'high' WHEN priority >= 100 THEN 'normal' ELSE 'low' END
 $$;
 
+-- One row per claim: opened by the claim, closed by complete, fail, release or the rescuer.
+-- Deleted with its task (the cleaner); a claim beyond the 50th deletes the oldest.
+CREATE TABLE tq_task_attempts (
+    task_id     uuid        NOT NULL REFERENCES tq_tasks (task_id) ON DELETE CASCADE,
+    attempt     integer     NOT NULL CHECK (attempt >= 1),
+    worker_id   text        NOT NULL,
+    claimed_at  timestamptz NOT NULL,
+    finished_at timestamptz,
+    outcome     text        CHECK (outcome IN
+                ('completed', 'failed', 'expired', 'released', 'cancelled')),
+    error       text,
+    PRIMARY KEY (task_id, attempt)
+);
+
+-- What the latest worker registering a task type said its defaults are (NULL: the contract's).
+CREATE TABLE tq_task_type_defaults (
+    task_type       text        PRIMARY KEY,
+    max_retries     integer     CHECK (max_retries BETWEEN 0 AND 100),
+    timeout_seconds integer     CHECK (timeout_seconds BETWEEN 1 AND 86400),
+    worker_id       text        NOT NULL,
+    updated_at      timestamptz NOT NULL DEFAULT now()
+);
+
 -- Periodic schedules (maintenance/scheduler.py); a fire is unique per (schedule, fire time).
 CREATE TABLE tq_schedules (
     name             text        PRIMARY KEY,
@@ -131,8 +158,8 @@ CREATE TABLE tq_schedules (
     task_type        text        NOT NULL,
     payload          bytea       NOT NULL,
     priority         smallint    NOT NULL CHECK (priority BETWEEN 0 AND 255),
-    timeout_seconds  integer     NOT NULL CHECK (timeout_seconds BETWEEN 1 AND 86400),
-    max_retries      integer     NOT NULL CHECK (max_retries BETWEEN 0 AND 100),
+    timeout_seconds  integer     CHECK (timeout_seconds BETWEEN 1 AND 86400),  -- NULL: the type's
+    max_retries      integer     CHECK (max_retries BETWEEN 0 AND 100),        -- default at fire time
     paused           boolean     NOT NULL DEFAULT false,
     missed_fires     text        NOT NULL DEFAULT 'fire_once' CHECK (missed_fires IN ('fire_once', 'skip')),
     anchor_at        timestamptz NOT NULL,  -- interval schedules fire at anchor_at + k * interval

@@ -10,8 +10,8 @@ CREATE TABLE tq_schedules (
     task_type        text        NOT NULL,
     payload          bytea       NOT NULL,
     priority         smallint    NOT NULL CHECK (priority BETWEEN 0 AND 255),
-    timeout_seconds  integer     NOT NULL CHECK (timeout_seconds BETWEEN 1 AND 86400),
-    max_retries      integer     NOT NULL CHECK (max_retries BETWEEN 0 AND 100),
+    timeout_seconds  integer     CHECK (timeout_seconds BETWEEN 1 AND 86400),  -- NULL: the type's
+    max_retries      integer     CHECK (max_retries BETWEEN 0 AND 100),        -- default at fire time
     paused           boolean     NOT NULL DEFAULT false,
     missed_fires     text        NOT NULL DEFAULT 'fire_once' CHECK (missed_fires IN ('fire_once', 'skip')),
     anchor_at        timestamptz NOT NULL,  -- interval schedules fire at anchor_at + k * interval
