@@ -156,6 +156,7 @@ def maintenance_services(
         connector,
         RescuerConfig(
             deadline_grace_seconds=settings.deadline_grace_seconds,
+            abort_grace_seconds=settings.abort_grace_seconds,
             backoff_base_seconds=settings.backoff_base_seconds,
             backoff_cap_seconds=settings.backoff_cap_seconds,
         ),

@@ -151,6 +151,14 @@ class TaskSummary(WireModel):
     updated_at: datetime
 
 
+class Progress(WireModel):
+    """The handler's last `ctx.progress(fraction, message)` that reached the broker."""
+
+    fraction: float
+    message: str | None = None
+    updated_at: datetime
+
+
 class TaskDetail(TaskSummary):
     result: Base64Bytes | None = None
     error: str | None = None
@@ -162,6 +170,21 @@ class TaskDetail(TaskSummary):
     max_retries: int | None = None
     timeout_seconds: int | None = None
     run_at: datetime | None = None
+    progress: Progress | None = None
+    # Set by POST /api/v1/tasks/{id}/abort: when and by whom (the API key's name). A task with
+    # these set that is still in_progress is stopping; it ends cancelled.
+    aborted_at: datetime | None = None
+    aborted_by: str | None = None
+
+
+class AbortTaskResponse(WireModel):
+    """POST /api/v1/tasks/{id}/abort: `cancelled` at once (200), or `in_progress` and stopping
+    (202: its worker hears it on its next heartbeat)."""
+
+    task_id: UUID
+    status: TaskStatus
+    aborted_at: datetime
+    aborted_by: str
 
 
 class AttemptOutcome(StrEnum):

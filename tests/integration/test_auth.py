@@ -62,6 +62,7 @@ ROUTES: list[tuple[str, str, dict[str, Any] | None, str]] = [
     ("GET", "/api/v1/tasks", None, "read_tasks"),
     ("GET", "/api/v1/tasks/{task}", None, "read_tasks"),
     ("DELETE", "/api/v1/tasks/{task}", None, "cancel_tasks"),
+    ("POST", "/api/v1/tasks/{task}/abort", None, "cancel_tasks"),
     ("POST", "/api/v1/tasks/{task}/requeue", None, "admin"),
     ("POST", "/api/v1/tasks/requeue", {"task_type": "noop"}, "admin"),
     ("GET", "/api/v1/tasks/{task}/payload", None, "read_tasks"),

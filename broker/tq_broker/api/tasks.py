@@ -1,4 +1,4 @@
-"""Routes of /api/v1/tasks: submit (single and batch), get, list, cancel."""
+"""Routes of /api/v1/tasks: submit (single and batch), get, list, cancel, abort, requeue."""
 
 from __future__ import annotations
 
@@ -15,12 +15,13 @@ from tq_broker.api.errors import ERROR_RESPONSES
 from tq_broker.api.parsing import OffLoopJsonRoute
 from tq_broker.api.responses import json_response
 from tq_broker.api.security import requires
-from tq_broker.auth import Principal, submitter_of
+from tq_broker.auth import Principal, actor_of, submitter_of
 from tq_broker.errors import InvalidRequest
 from tq_broker.keys import Permission
 from tq_client.models import (
     TASK_TYPE_PATTERN,
     WAIT_SECONDS_MAX,
+    AbortTaskResponse,
     RequeueManyRequest,
     RequeueManyResponse,
     SubmitBatchRequest,
@@ -188,6 +189,22 @@ async def list_tasks(
 async def cancel_task(task_id: UUID, store: StoreDep) -> Response:
     await store.task_cancel(task_id)
     return Response(status_code=204)
+
+
+@router.post(
+    "/{task_id}/abort",
+    dependencies=[requires(Permission.CANCEL_TASKS)],
+    response_model=AbortTaskResponse,
+    responses={
+        202: {"model": AbortTaskResponse, "description": "Running: its worker will stop it"},
+        **ERROR_RESPONSES,
+    },
+    summary="Abort a task: cancel it if waiting (200), stop it if running (202); 409 if finished",
+)
+async def abort_task(task_id: UUID, store: StoreDep, request: Request) -> Response:
+    principal: Principal | None = getattr(request.state, "principal", None)
+    aborted = await store.task_abort(task_id, actor_of(principal))
+    return json_response(aborted, 200 if aborted.status is TaskStatus.CANCELLED else 202)
 
 
 @router.post(
