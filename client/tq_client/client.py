@@ -32,6 +32,7 @@ from tq_client.calls import (
     T,
     TaskSummaries,
     Workers,
+    abort_call,
     attempts_call,
     cancel_call,
     client_options,
@@ -58,6 +59,7 @@ from tq_client.errors import (  # re-exported: users catch them from here
 )
 from tq_client.models import (
     PRIORITY_DEFAULT,
+    AbortTaskResponse,
     CreatedKey,
     Health,
     QueueDepth,
@@ -68,6 +70,17 @@ from tq_client.models import (
     TaskStatus,
 )
 from tq_client.payloads import NO_JSON
+from tq_client.schedules import (
+    TIMEZONE_DEFAULT,
+    MissedFires,
+    ScheduleInfo,
+    Schedules,
+    create_schedule_call,
+    delete_schedule_call,
+    get_schedule_call,
+    list_schedules_call,
+    update_schedule_call,
+)
 from tq_client.waiting import WaitPlan, WaitTimeout
 
 __all__ = [
@@ -228,6 +241,11 @@ class TaskQueueClient:
         """Cancel a pending (or retry-waiting) task; `Conflict` once it started."""
         self._send(cancel_call(task_id))
 
+    def abort(self, task_id: UUID | str) -> AbortTaskResponse:
+        """Cancel a waiting task now, or have its worker stop a running one (status stays
+        `in_progress` until it has; it ends `cancelled`); `Conflict` once it finished."""
+        return self._send(abort_call(task_id))
+
     def requeue(self, task_id: UUID | str) -> SubmitTaskResponse:
         """Move a dead-lettered task back to pending (admin)."""
         return self._send(requeue_call(task_id))
@@ -261,6 +279,39 @@ class TaskQueueClient:
 
     def revoke_key(self, key_id: UUID | str) -> None:
         self._send(revoke_key_call(key_id))
+
+    def create_schedule(
+        self,
+        name: str,
+        task_type: str,
+        *,
+        cron: str | None = None,
+        interval_seconds: int | None = None,
+        timezone: str = TIMEZONE_DEFAULT,
+        payload: bytes = b"",
+        priority: int = PRIORITY_DEFAULT,
+        timeout_seconds: int | None = None,
+        max_retries: int | None = None,
+        paused: bool = False,
+        missed_fires: MissedFires | str = MissedFires.FIRE_ONCE,
+    ) -> ScheduleInfo:
+        """A periodic schedule: one task per fire time of `cron` (5 fields, read in
+        `timezone`) or every `interval_seconds`; `Conflict` if the name is taken."""
+        return self._send(create_schedule_call(**_schedule_fields(locals())))
+
+    def schedules(self, limit: int | None = None, offset: int | None = None) -> Schedules:
+        return self._send(list_schedules_call(limit, offset))
+
+    def get_schedule(self, name: str) -> ScheduleInfo:
+        return self._send(get_schedule_call(name))
+
+    def update_schedule(self, name: str, **changes: Any) -> ScheduleInfo:
+        """Change the given fields (`paused=True` pauses; `cron=` or `interval_seconds=`
+        replaces the timing)."""
+        return self._send(update_schedule_call(name, **changes))
+
+    def delete_schedule(self, name: str) -> None:
+        self._send(delete_schedule_call(name))
 
 
 class AsyncTaskQueueClient:
@@ -405,6 +456,9 @@ class AsyncTaskQueueClient:
     async def cancel(self, task_id: UUID | str) -> None:
         await self._send(cancel_call(task_id))
 
+    async def abort(self, task_id: UUID | str) -> AbortTaskResponse:
+        return await self._send(abort_call(task_id))
+
     async def requeue(self, task_id: UUID | str) -> SubmitTaskResponse:
         return await self._send(requeue_call(task_id))
 
@@ -435,3 +489,37 @@ class AsyncTaskQueueClient:
 
     async def revoke_key(self, key_id: UUID | str) -> None:
         await self._send(revoke_key_call(key_id))
+
+    async def create_schedule(
+        self,
+        name: str,
+        task_type: str,
+        *,
+        cron: str | None = None,
+        interval_seconds: int | None = None,
+        timezone: str = TIMEZONE_DEFAULT,
+        payload: bytes = b"",
+        priority: int = PRIORITY_DEFAULT,
+        timeout_seconds: int | None = None,
+        max_retries: int | None = None,
+        paused: bool = False,
+        missed_fires: MissedFires | str = MissedFires.FIRE_ONCE,
+    ) -> ScheduleInfo:
+        return await self._send(create_schedule_call(**_schedule_fields(locals())))
+
+    async def schedules(self, limit: int | None = None, offset: int | None = None) -> Schedules:
+        return await self._send(list_schedules_call(limit, offset))
+
+    async def get_schedule(self, name: str) -> ScheduleInfo:
+        return await self._send(get_schedule_call(name))
+
+    async def update_schedule(self, name: str, **changes: Any) -> ScheduleInfo:
+        return await self._send(update_schedule_call(name, **changes))
+
+    async def delete_schedule(self, name: str) -> None:
+        await self._send(delete_schedule_call(name))
+
+
+def _schedule_fields(arguments: dict[str, Any]) -> dict[str, Any]:
+    """A create's arguments as the request's fields (the method's locals less `self`)."""
+    return {key: value for key, value in arguments.items() if key != "self"}
