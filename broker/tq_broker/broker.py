@@ -36,6 +36,7 @@ from tq_broker.notifier import (
     ReadyCheck,
     TaskReadyNotifier,
 )
+from tq_broker.overview import OverviewQueries
 from tq_broker.ratelimit import ClusterRateLimiter, HeartbeatBudget
 from tq_broker.services import Job, Schedule, ServiceRunner
 from tq_broker.settings import BrokerSettings
@@ -81,6 +82,7 @@ class Broker:
     authenticator: Authenticator
     task_waits: TaskWaits
     grpc: GrpcServer | None  # None: this replica serves no gRPC
+    overview: OverviewQueries  # the dashboard's overview, shared by every viewer
 
     def begin_stop(self) -> None:
         """On SIGTERM, before anything closes: waiting claims return at once instead of holding
@@ -154,6 +156,7 @@ def maintenance_services(
         connector,
         RescuerConfig(
             deadline_grace_seconds=settings.deadline_grace_seconds,
+            abort_grace_seconds=settings.abort_grace_seconds,
             backoff_base_seconds=settings.backoff_base_seconds,
             backoff_cap_seconds=settings.backoff_cap_seconds,
         ),
@@ -213,6 +216,7 @@ def _build(
         open_streams=OpenStreams(settings.streams_per_key_max),
         authenticator=authenticator,
         task_waits=task_waits,
+        overview=OverviewQueries(connector),
         grpc=grpc,
     )
     services = [

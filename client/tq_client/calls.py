@@ -16,7 +16,9 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from tq_client.errors import InvalidRequest, TaskQueueError, error_from_response
 from tq_client.models import (
+    PRIORITY_DEFAULT,
     WAIT_SECONDS_MAX,
+    AbortTaskResponse,
     CreatedKey,
     CreateKeyRequest,
     Health,
@@ -142,6 +144,29 @@ def _segment(value: UUID | str) -> str:
     return quote(str(value), safe="")
 
 
+def task_request(
+    task_type: str,
+    payload: bytes = b"",
+    *,
+    json: Any = NO_JSON,
+    priority: int = PRIORITY_DEFAULT,
+    schedule_at: datetime | None = None,
+    timeout_seconds: int | None = None,
+    max_retries: int | None = None,
+) -> SubmitTaskRequest:
+    """One task for `submit_batch`, with `submit`'s rules: `payload` bytes or `json=` a value
+    (TypeError otherwise — the wire model itself would read a str as base64)."""
+    return _build(
+        SubmitTaskRequest,
+        task_type=task_type,
+        payload=payload_bytes(payload, json),
+        priority=priority,
+        schedule_at=schedule_at,
+        timeout_seconds=timeout_seconds,
+        max_retries=max_retries,
+    )
+
+
 def submit_call(
     task_type: str,
     payload: object,
@@ -153,10 +178,10 @@ def submit_call(
     json: Any = NO_JSON,
 ) -> Call[SubmitTaskResponse]:
     """The submit request; a payload that is not bytes raises TypeError here, unsent."""
-    body = _build(
-        SubmitTaskRequest,
-        task_type=task_type,
-        payload=payload_bytes(payload, json),
+    body = task_request(
+        task_type,
+        payload,  # type: ignore[arg-type]  # checked at run time: any object is refused here
+        json=json,
         priority=priority,
         schedule_at=schedule_at,
         timeout_seconds=timeout_seconds,
@@ -226,6 +251,11 @@ def attempts_call(task_id: UUID | str) -> Call[Attempts]:
 
 def cancel_call(task_id: UUID | str) -> Call[None]:
     return Call("DELETE", f"/api/v1/tasks/{_segment(task_id)}", _nothing, frozenset({204}))
+
+
+def abort_call(task_id: UUID | str) -> Call[AbortTaskResponse]:
+    path = f"/api/v1/tasks/{_segment(task_id)}/abort"
+    return Call("POST", path, _model(AbortTaskResponse), frozenset({200, 202}))
 
 
 def requeue_call(task_id: UUID | str) -> Call[SubmitTaskResponse]:

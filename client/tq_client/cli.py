@@ -250,6 +250,13 @@ def cmd_cancel(client: TaskQueueClient, args: argparse.Namespace) -> Shown:
     return Shown(None, f"Task cancelled: {args.task_id}")
 
 
+def cmd_abort(client: TaskQueueClient, args: argparse.Namespace) -> Shown:
+    aborted = client.abort(args.task_id)
+    if aborted.status is TaskStatus.CANCELLED:
+        return Shown(aborted, f"Task cancelled: {aborted.task_id}")
+    return Shown(aborted, f"Abort requested: {aborted.task_id} (its worker is stopping it)")
+
+
 def cmd_requeue(client: TaskQueueClient, args: argparse.Namespace) -> Shown:
     requeued = client.requeue(args.task_id)
     return Shown(requeued, f"Task requeued: {requeued.task_id} ({requeued.status.value})")
@@ -333,6 +340,8 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     )
     command("cluster-status", cmd_cluster_status, "broker health (exit 1 if degraded)", output)
     command("cancel", cmd_cancel, "cancel a pending task").add_argument("task_id", type=uuid_arg)
+    abort = command("abort", cmd_abort, "abort a task, running or not", output)
+    abort.add_argument("task_id", type=uuid_arg)
     requeue = command("requeue", cmd_requeue, "requeue a dead-lettered task (admin)", output)
     requeue.add_argument("task_id", type=uuid_arg)
     _keys_commands(commands.add_parser("keys", help="API keys (admin)"), connection, output)

@@ -32,6 +32,7 @@ from tq_client.calls import (
     T,
     TaskSummaries,
     Workers,
+    abort_call,
     attempts_call,
     cancel_call,
     client_options,
@@ -58,6 +59,7 @@ from tq_client.errors import (  # re-exported: users catch them from here
 )
 from tq_client.models import (
     PRIORITY_DEFAULT,
+    AbortTaskResponse,
     CreatedKey,
     Health,
     QueueDepth,
@@ -227,6 +229,11 @@ class TaskQueueClient:
     def cancel(self, task_id: UUID | str) -> None:
         """Cancel a pending (or retry-waiting) task; `Conflict` once it started."""
         self._send(cancel_call(task_id))
+
+    def abort(self, task_id: UUID | str) -> AbortTaskResponse:
+        """Cancel a waiting task now, or have its worker stop a running one (status stays
+        `in_progress` until it has; it ends `cancelled`); `Conflict` once it finished."""
+        return self._send(abort_call(task_id))
 
     def requeue(self, task_id: UUID | str) -> SubmitTaskResponse:
         """Move a dead-lettered task back to pending (admin)."""
@@ -404,6 +411,9 @@ class AsyncTaskQueueClient:
 
     async def cancel(self, task_id: UUID | str) -> None:
         await self._send(cancel_call(task_id))
+
+    async def abort(self, task_id: UUID | str) -> AbortTaskResponse:
+        return await self._send(abort_call(task_id))
 
     async def requeue(self, task_id: UUID | str) -> SubmitTaskResponse:
         return await self._send(requeue_call(task_id))

@@ -151,6 +151,14 @@ class TaskSummary(WireModel):
     updated_at: datetime
 
 
+class Progress(WireModel):
+    """The handler's last `ctx.progress(fraction, message)` that reached the broker."""
+
+    fraction: float
+    message: str | None = None
+    updated_at: datetime
+
+
 class TaskDetail(TaskSummary):
     result: Base64Bytes | None = None
     error: str | None = None
@@ -162,6 +170,21 @@ class TaskDetail(TaskSummary):
     max_retries: int | None = None
     timeout_seconds: int | None = None
     run_at: datetime | None = None
+    progress: Progress | None = None
+    # Set by POST /api/v1/tasks/{id}/abort: when and by whom (the API key's name). A task with
+    # these set that is still in_progress is stopping; it ends cancelled.
+    aborted_at: datetime | None = None
+    aborted_by: str | None = None
+
+
+class AbortTaskResponse(WireModel):
+    """POST /api/v1/tasks/{id}/abort: `cancelled` at once (200), or `in_progress` and stopping
+    (202: its worker hears it on its next heartbeat)."""
+
+    task_id: UUID
+    status: TaskStatus
+    aborted_at: datetime
+    aborted_by: str
 
 
 class AttemptOutcome(StrEnum):
@@ -298,3 +321,27 @@ class QueueDepth(WireModel):
     # Of the asked task types: those with ready tasks and no online worker registered for them
     # (sorted; at most UNSERVED_TASK_TYPES_MAX).
     unserved_task_types: list[str] = []
+
+
+REQUEUE_MANY_MAX = 1000
+
+
+class RequeueManyRequest(RequestModel):
+    """POST /api/v1/tasks/requeue (admin): requeue dead letters matching a filter, oldest
+    first, at most `limit` per request. No filter: any dead letters."""
+
+    task_type: TaskType | None = None
+    task_ids: Annotated[list[UUID], Field(min_length=1, max_length=REQUEUE_MANY_MAX)] | None = None
+    limit: Annotated[StrictInt, Field(ge=1, le=REQUEUE_MANY_MAX)] = REQUEUE_MANY_MAX
+
+
+class RequeueManyResponse(WireModel):
+    requeued: list[UUID]  # now pending again
+    remaining: bool  # dead letters matching the filter are left (past the limit, or locked)
+
+
+class TaskPayload(WireModel):
+    """GET /api/v1/tasks/{id}/payload: the bytes a task was submitted with."""
+
+    task_id: UUID
+    payload: Base64Bytes

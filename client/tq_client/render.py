@@ -25,6 +25,7 @@ from tq_client.models import (
     CreatedKey,
     Health,
     KeyInfo,
+    Progress,
     QueueDepthByPriority,
     Stats,
     TaskAttempt,
@@ -99,7 +100,18 @@ def task_table(task: TaskDetail, now: datetime | None = None) -> Table:
         rows.append(("Error", task.error.split("\n", 1)[0]))
     if task.result is not None:
         rows.append(("Result", result_text(task.result)))
+    if task.progress is not None:
+        rows.append(("Progress", progress_text(task.progress)))
+    if task.aborted_at is not None:
+        rows.append(("Aborted", f"{timestamp(task.aborted_at)} by {task.aborted_by or ABSENT}"))
     return table(("Field", "Value"), rows)
+
+
+def progress_text(progress: Progress) -> str:
+    """`42% copying part 3 (at 2026-01-01T12:00:00Z)`."""
+    percent = number(round(progress.fraction * 100, 1))
+    message = f" {progress.message}" if progress.message else ""
+    return f"{percent}%{message} (at {timestamp(progress.updated_at)})"
 
 
 def limits_text(task: TaskDetail) -> str | None:

@@ -62,7 +62,13 @@ ROUTES: list[tuple[str, str, dict[str, Any] | None, str]] = [
     ("GET", "/api/v1/tasks", None, "read_tasks"),
     ("GET", "/api/v1/tasks/{task}", None, "read_tasks"),
     ("DELETE", "/api/v1/tasks/{task}", None, "cancel_tasks"),
+    ("POST", "/api/v1/tasks/{task}/abort", None, "cancel_tasks"),
     ("POST", "/api/v1/tasks/{task}/requeue", None, "admin"),
+    ("POST", "/api/v1/tasks/requeue", {"task_type": "noop"}, "admin"),
+    ("GET", "/api/v1/tasks/{task}/payload", None, "read_tasks"),
+    ("GET", "/api/v1/tasks/{task}/attempts", None, "read_tasks"),
+    ("GET", "/api/v1/overview", None, "read_tasks"),
+    ("GET", "/api/v1/me", None, "any"),  # who am I: every valid key may ask
     ("GET", "/api/v1/stats", None, "read_tasks"),
     ("GET", "/api/v1/workers", None, "read_tasks"),
     ("GET", "/api/v1/queue-depth?task_type=noop", None, "read_tasks"),
@@ -173,7 +179,7 @@ def test_permission_matrix_of_every_route_and_every_kind_of_key(secured: TestCli
                 failures.append(f"{method} {path} with {kind} key: {status}, expected 401")
         for granted, secret in kinds.items():
             response = secured.request(method, url, json=payload, headers=bearer(secret))
-            allowed = granted in (permission, "admin")
+            allowed = permission == "any" or granted in (permission, "admin")
             if allowed and response.status_code in (401, 403):
                 failures.append(f"{method} {path} with {granted}: {response.status_code}")
             if not allowed and response.status_code != 403:

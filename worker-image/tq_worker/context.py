@@ -24,6 +24,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
+from tq_worker.progress import ProgressSlot
+
 
 class TaskContext:
     """One attempt of one task, as its handler sees it.
@@ -54,6 +56,7 @@ class TaskContext:
         self.deadline: datetime = datetime.now(UTC) + timedelta(seconds=remaining)
         self.cancel_event = threading.Event()
         self.cancel_reason: str | None = None
+        self.progress_slot = ProgressSlot()  # read by the heartbeat (docs/task-control.md)
         self._lock = threading.Lock()
         self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
         self.log = logging.LoggerAdapter(
@@ -103,6 +106,12 @@ class TaskContext:
                 if (loop, event) in self._waiters:
                     self._waiters.remove((loop, event))
         return self.cancel_reason or "cancelled"
+
+    def progress(self, fraction: float, message: str | None = None) -> None:
+        """Report how far the task got (0 to 1, an optional message of up to 500 characters).
+        Cheap: it makes no request; the worker's next heartbeat carries the latest value to
+        the broker (GET /api/v1/tasks/{id} shows it). ValueError/TypeError on a bad value."""
+        self.progress_slot.report(fraction, message)
 
     def __repr__(self) -> str:
         state = f", cancelled={self.cancel_reason!r}" if self.cancelled else ""

@@ -186,21 +186,26 @@ async def wait_outcome(
     handle: asyncio.Future[Any],
     limit_seconds: float,
     registered: Registered,
+    until: asyncio.Future[None] | None = None,
 ) -> Outcome | None:
-    """The outcome of a started handler; None if `handle` was cancelled from outside.
+    """The outcome of a started handler; None if `handle` was cancelled from outside, or
+    `until` resolved first (the worker gave up on an aborted handler; it may still run).
 
     On timeout the handle is cancelled (an async handler gets CancelledError; a sync one keeps
     running on its thread, abandoned) and the task is reported failed without waiting for it.
     """
+    waits = {handle} if until is None else {handle, until}
     try:
-        done, _ = await asyncio.wait({handle}, timeout=max(0.0, limit_seconds))
+        done, _ = await asyncio.wait(
+            waits, timeout=max(0.0, limit_seconds), return_when=asyncio.FIRST_COMPLETED
+        )
     except asyncio.CancelledError:
         handle.cancel()
         raise
     if not done:
         handle.cancel()
         return timeout_failure(task, registered)
-    if handle.cancelled():
+    if not handle.done() or handle.cancelled():
         return None
     exc = handle.exception()
     return outcome_of(task, registered, value=handle.result() if exc is None else None, exc=exc)

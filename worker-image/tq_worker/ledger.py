@@ -33,6 +33,7 @@ class Stage(enum.Enum):
 class StopReason(enum.Enum):
     ABANDONED = "abandoned"  # the lease is no longer ours: drop everything, report nothing
     SHUTDOWN = "shutdown"  # the drain period ended: report a failure
+    ABORTED = "aborted"  # asked to stop (POST .../abort): a grace period, then abandoned
 
 
 @dataclass(eq=False)
@@ -44,6 +45,8 @@ class Held:
     stop_reason: StopReason | None = None
     ctx: TaskContext | None = None  # the running attempt's context: cancelled on stop
     started_at: float | None = None  # time.monotonic() when the handler started
+    # Resolved when the worker stops waiting for an aborted handler (its grace ended).
+    given_up: asyncio.Future[None] | None = None
 
     @property
     def key(self) -> LeaseKey:
@@ -62,6 +65,25 @@ class Held:
             self.ctx.cancel(reason.value)
         if self.handle is not None and not self.handle.done():
             self.handle.cancel()
+
+    def abort(self, grace_seconds: float) -> None:
+        """Ask the running handler to stop: ctx.cancelled for both kinds, CancelledError for
+        an async one (a sync one's result is still awaited); after `grace_seconds` the worker
+        stops waiting for it. A handler's thread cannot be killed: it runs on, abandoned."""
+        if self.stop_reason is not None:
+            return
+        self.stop_reason = StopReason.ABORTED
+        if self.ctx is not None:
+            self.ctx.cancel(StopReason.ABORTED.value)
+        if isinstance(self.handle, asyncio.Task) and not self.handle.done():
+            self.handle.cancel()
+        if self.given_up is not None:
+            asyncio.get_running_loop().call_later(grace_seconds, _resolve, self.given_up)
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 _UNFINISHED = (Stage.QUEUED, Stage.RUNNING)

@@ -46,6 +46,12 @@ log = logging.getLogger("tq_worker")
 
 SHUTDOWN_ERROR = "worker shut down before the task finished"
 CANCELLED_ERROR = "CancelledError: the handler was cancelled"
+ABORTED_ERROR = "aborted: the handler stopped when asked"
+ABORTED_UNSTARTED_ERROR = "aborted before its handler started"
+ABANDONED_ERROR = (
+    "aborted: the handler did not stop within the {grace:g}s grace period; the worker "
+    "abandoned it (a sync handler's thread runs on until it returns)"
+)
 DEREGISTER_ATTEMPTS = 3
 EMPTY_CLAIM_MIN_SECONDS = 0.5  # an empty claim answer ends at least this long after it began
 DEREGISTER_SECONDS = 5.0
@@ -140,6 +146,24 @@ class Runtime:
             held.stop(StopReason.ABANDONED)
             self.reporter.discard(*held.key)
 
+    def _abort(self, keys: Iterable[LeaseKey]) -> None:
+        """The broker asks to stop these tasks: a running handler gets the grace period; one
+        not started yet is reported at once. Either way the broker ends the task cancelled."""
+        wanted = set(keys)
+        for held in self.ledger.leases():
+            if held.key not in wanted:
+                continue
+            if held.stage is Stage.RUNNING and held.stop_reason is None:
+                log.info("task %s aborted; stopping its handler", held.task.task_id)
+                held.abort(self._abort_grace_seconds)
+            elif held.stage is Stage.QUEUED and self.ledger.finish(held):
+                self.reporter.put(failed(held.task, ABORTED_UNSTARTED_ERROR, retryable=False))
+
+    @property
+    def _abort_grace_seconds(self) -> float:
+        assert self._registration is not None
+        return self._registration.abort_grace_seconds
+
     def _abandon_all(self) -> None:
         for held in self.ledger.remove_all():
             held.stop(StopReason.ABANDONED)
@@ -155,6 +179,7 @@ class Runtime:
             abandon=self._abandon,
             reregister=self._reregister,
             generation=lambda: self._generation,
+            abort=self._abort,
         )
         self._services = [self._spawn(heartbeater.run()), self._spawn(self.reporter.run())]
         self._executors = [
@@ -246,14 +271,21 @@ class Runtime:
             return timeout_failure(task, registered)
         ctx = new_context(task, remaining)
         handle = start_handler(registered, task.payload, self._threads, ctx)
+        held.given_up = asyncio.get_running_loop().create_future()
         self.ledger.start(held, handle, ctx)
-        outcome = await wait_outcome(task, handle, remaining, registered)
+        outcome = await wait_outcome(task, handle, remaining, registered, held.given_up)
         if outcome is not None:
             if handle.cancelled():  # timed out: a sync handler may still run; tell it
                 ctx.cancel("timeout")
             return outcome
         if held.stop_reason is StopReason.ABANDONED:
             return None
+        if held.stop_reason is StopReason.ABORTED:
+            if handle.done():
+                return failed(task, ABORTED_ERROR, retryable=False)
+            return failed(
+                task, ABANDONED_ERROR.format(grace=self._abort_grace_seconds), retryable=False
+            )
         return failed(task, SHUTDOWN_ERROR if held.stop_reason else CANCELLED_ERROR)
 
     # -- drain ----------------------------------------------------------------------------
