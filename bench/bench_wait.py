@@ -45,15 +45,32 @@ FAR_FUTURE = "2099-01-01T00:00:00Z"
 
 async def idle_waiter(client: httpx.AsyncClient, task_id: str, stop: asyncio.Event) -> None:
     while not stop.is_set():
-        with contextlib.suppress(httpx.HTTPError):
-            await client.get(f"/api/v1/tasks/{task_id}", params={"wait": 60})
+        try:
+            response = await client.get(f"/api/v1/tasks/{task_id}", params={"wait": 60})
+            if response.status_code != 200:
+                print(f"  idle waiter: {response.status_code}", file=sys.stderr)
+                await asyncio.sleep(1)
+        except httpx.HTTPError as exc:
+            print(f"  idle waiter: {exc!r}", file=sys.stderr)
+            await asyncio.sleep(1)  # never a tight loop that starves the rest
+
+
+async def register(client: httpx.AsyncClient) -> None:
+    registered = await client.post(
+        "/api/v1/workers", json={"worker_id": WORKER, "task_types": ["bench"], "concurrency": 1}
+    )
+    assert registered.status_code == 201, registered.text
 
 
 async def heartbeat(client: httpx.AsyncClient, stop: asyncio.Event) -> None:
     """The bench is the worker: without heartbeats the reaper would mark it offline."""
     while not stop.is_set():
-        with contextlib.suppress(httpx.HTTPError):
-            await client.post(f"/api/v1/workers/{WORKER}/heartbeat", json={})
+        try:
+            beat = await client.post(f"/api/v1/workers/{WORKER}/heartbeat", json={})
+            if beat.status_code != 200:
+                print(f"  heartbeat: {beat.status_code} {beat.text}", file=sys.stderr)
+        except httpx.HTTPError as exc:
+            print(f"  heartbeat: {exc!r}", file=sys.stderr)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), 2)
 
@@ -66,6 +83,10 @@ async def one_sample(api: httpx.AsyncClient, waiter: httpx.AsyncClient) -> tuple
     )
     await asyncio.sleep(SETTLE_SECONDS)
     claimed = await api.post("/api/v1/tasks/claim", json={"worker_id": WORKER, "max_tasks": 1})
+    if claimed.status_code == 409:  # marked offline (a stall on this shared machine): back
+        print(f"  claim: {claimed.text}; registering again", file=sys.stderr)
+        await register(api)
+        claimed = await api.post("/api/v1/tasks/claim", json={"worker_id": WORKER, "max_tasks": 1})
     assert claimed.status_code == 200, claimed.text
     [task] = claimed.json()["tasks"]
     lease = {"task_id": task["task_id"], "lease_token": task["lease_token"]}
@@ -85,11 +106,7 @@ async def measure(url: str, samples: int, idle_waiters: int) -> dict[str, Any]:
         httpx.AsyncClient(base_url=url, timeout=30) as api,
         httpx.AsyncClient(base_url=url, timeout=70, limits=limits) as waiter,
     ):
-        registered = await api.post(
-            "/api/v1/workers",
-            json={"worker_id": WORKER, "task_types": ["bench"], "concurrency": 1},
-        )
-        assert registered.status_code == 201, registered.text
+        await register(api)
         stop = asyncio.Event()
         idle = [asyncio.create_task(heartbeat(api, stop))]
         if idle_waiters:

@@ -176,7 +176,7 @@ def reset_taskqueue(broker: Broker) -> None:
     assert broker.tmp is not None
     url = f"{broker.database_url()}&passfile={broker.tmp / 'data' / 'passfile'}"
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("TRUNCATE tq_tasks")
+        conn.execute("TRUNCATE tq_tasks CASCADE")  # and what references it (attempts)
 
 
 # -- running one workload -------------------------------------------------------------------
@@ -308,6 +308,7 @@ def main() -> None:
 
     # SIGTERM unwinds like Ctrl-C, so Redis, PostgreSQL and the broker are stopped
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    env_at_start = environment()  # the commit measured: the snapshot below is taken now
     snap = snapshot_sources(not opts.no_snapshot)
     peers = peers_python(install=not opts.no_install) if set(systems) - {"taskqueue"} else None
     tmp = Path(tempfile.mkdtemp(prefix="tq-compare-", dir="/tmp"))
@@ -326,7 +327,8 @@ def main() -> None:
             print(f"rep {rep + 1}/{opts.reps} ({', '.join(order)})", flush=True)
             for system in order:
                 if system == "taskqueue":
-                    with Broker() as broker:
+                    # no metrics or gRPC listener: their fixed ports may be taken
+                    with Broker(env={"TQ_METRICS_PORT": "0", "TQ_GRPC_PORT": "0"}) as broker:
                         env = {**base_env, "CMP_TQ_URL": broker.url}
 
                         def reset_tq(b: Broker = broker) -> None:
@@ -357,7 +359,7 @@ def main() -> None:
     path = write_result(
         opts.name,
         {
-            "environment": {**environment(), "snapshot": snap, "load_at_end": loadavg()},
+            "environment": {**env_at_start, "snapshot": snap, "load_at_end": loadavg()},
             "peers": list(PEERS),
             "worker_setups": {s: CONFIG[s] for s in systems},
             "options": dict(vars(opts)),

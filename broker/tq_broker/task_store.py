@@ -193,6 +193,12 @@ class TaskStore:
             raise NotFound(f"task {task_id} not found")
         return TaskDetail.model_validate(_progress_column(_bytes_columns(row, "result")))
 
+    async def task_payload(self, task_id: UUID) -> bytes:
+        row = await self._db.fetch_one("task_payload", {"task_id": task_id})
+        if row is None:
+            raise NotFound(f"task {task_id} not found")
+        return bytes(row["payload"])
+
     async def task_attempts(self, task_id: UUID) -> list[TaskAttempt]:
         """Oldest first; at most ATTEMPTS_KEPT (the claim trims older ones)."""
         rows = await self._db.fetch_all("task_attempts", {"task_id": task_id})
@@ -276,6 +282,17 @@ class TaskStore:
         raise Conflict(
             f"task {task_id} is {current['status']}; only dead_letter tasks can be requeued"
         )
+
+    async def task_requeue_many(
+        self, task_type: str | None, task_ids: list[UUID] | None, limit: int
+    ) -> tuple[list[UUID], bool]:
+        """Admin: requeue up to `limit` matching dead letters in one statement; returns their
+        ids and whether matching dead letters remain."""
+        params = {"task_type": task_type, "task_ids": task_ids, "limit": limit}
+        rows = await self._db.fetch_all("task_requeue_many", params)
+        await self._events.publish_rows(rows)
+        remaining = await self._db.fetch_one("task_dead_letter_exists", params)
+        return [row["task_id"] for row in rows], bool(remaining and remaining["remaining"])
 
 
 def _progress_column(row: dict[str, Any]) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 Nothing here imports another taskqueue package; everyone else may import this one.
 """
 
+from tq_client.calls import task_request
 from tq_client.client import AsyncTaskQueueClient, TaskQueueClient, TaskQueueError
 from tq_client.models import (
     SubmitTaskRequest,
@@ -27,4 +28,5 @@ __all__ = [
     "TaskSummary",
     "WaitTimeout",
     "decode_json",
+    "task_request",
 ]

@@ -16,6 +16,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from tq_client.errors import InvalidRequest, TaskQueueError, error_from_response
 from tq_client.models import (
+    PRIORITY_DEFAULT,
     WAIT_SECONDS_MAX,
     AbortTaskResponse,
     CreatedKey,
@@ -143,6 +144,29 @@ def _segment(value: UUID | str) -> str:
     return quote(str(value), safe="")
 
 
+def task_request(
+    task_type: str,
+    payload: bytes = b"",
+    *,
+    json: Any = NO_JSON,
+    priority: int = PRIORITY_DEFAULT,
+    schedule_at: datetime | None = None,
+    timeout_seconds: int | None = None,
+    max_retries: int | None = None,
+) -> SubmitTaskRequest:
+    """One task for `submit_batch`, with `submit`'s rules: `payload` bytes or `json=` a value
+    (TypeError otherwise — the wire model itself would read a str as base64)."""
+    return _build(
+        SubmitTaskRequest,
+        task_type=task_type,
+        payload=payload_bytes(payload, json),
+        priority=priority,
+        schedule_at=schedule_at,
+        timeout_seconds=timeout_seconds,
+        max_retries=max_retries,
+    )
+
+
 def submit_call(
     task_type: str,
     payload: object,
@@ -154,10 +178,10 @@ def submit_call(
     json: Any = NO_JSON,
 ) -> Call[SubmitTaskResponse]:
     """The submit request; a payload that is not bytes raises TypeError here, unsent."""
-    body = _build(
-        SubmitTaskRequest,
-        task_type=task_type,
-        payload=payload_bytes(payload, json),
+    body = task_request(
+        task_type,
+        payload,  # type: ignore[arg-type]  # checked at run time: any object is refused here
+        json=json,
         priority=priority,
         schedule_at=schedule_at,
         timeout_seconds=timeout_seconds,

@@ -266,17 +266,17 @@ def priority_bucket(priority: int) -> str:
     return "low"
 
 
-PERMISSIONS = ("submit_tasks", "read_tasks", "cancel_tasks", "process_tasks", "admin")
-PermissionName = Annotated[
-    StrictStr, Field(pattern=r"^(submit_tasks|read_tasks|cancel_tasks|process_tasks|admin)$")
-]
+PERMISSIONS = (
+    "submit_tasks", "read_tasks", "cancel_tasks", "process_tasks", "manage_schedules", "admin",
+)  # fmt: skip
+PermissionName = Annotated[StrictStr, Field(pattern=rf"^({'|'.join(PERMISSIONS)})$")]
 
 
 class CreateKeyRequest(RequestModel):
     """POST /api/v1/keys (admin)."""
 
     name: Annotated[StrictStr, Field(min_length=1, max_length=100, pattern=r"^[\x20-\x7e]+$")]
-    permissions: Annotated[list[PermissionName], Field(min_length=1, max_length=5)]
+    permissions: Annotated[list[PermissionName], Field(min_length=1, max_length=len(PERMISSIONS))]
     rate_limit: Annotated[StrictFloat | StrictInt, Field(gt=0, le=1_000_000)] | None = None
     burst: Annotated[StrictInt, Field(ge=1, le=10_000_000)] | None = None
     # Waiting tasks (pending, or failed awaiting a retry) the key may have; past it, 429.
@@ -321,3 +321,27 @@ class QueueDepth(WireModel):
     # Of the asked task types: those with ready tasks and no online worker registered for them
     # (sorted; at most UNSERVED_TASK_TYPES_MAX).
     unserved_task_types: list[str] = []
+
+
+REQUEUE_MANY_MAX = 1000
+
+
+class RequeueManyRequest(RequestModel):
+    """POST /api/v1/tasks/requeue (admin): requeue dead letters matching a filter, oldest
+    first, at most `limit` per request. No filter: any dead letters."""
+
+    task_type: TaskType | None = None
+    task_ids: Annotated[list[UUID], Field(min_length=1, max_length=REQUEUE_MANY_MAX)] | None = None
+    limit: Annotated[StrictInt, Field(ge=1, le=REQUEUE_MANY_MAX)] = REQUEUE_MANY_MAX
+
+
+class RequeueManyResponse(WireModel):
+    requeued: list[UUID]  # now pending again
+    remaining: bool  # dead letters matching the filter are left (past the limit, or locked)
+
+
+class TaskPayload(WireModel):
+    """GET /api/v1/tasks/{id}/payload: the bytes a task was submitted with."""
+
+    task_id: UUID
+    payload: Base64Bytes

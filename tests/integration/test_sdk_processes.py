@@ -129,3 +129,24 @@ def test_a_bad_log_format_is_a_usage_error() -> None:
         timeout=30,
     )
     assert admin.returncode == 2 and "TQ_LOG_FORMAT" in admin.stderr
+
+
+def test_tq_admin_logs_in_the_shared_json_format_and_keeps_stdout_for_its_output(
+    secured: BrokerProcess,
+) -> None:
+    env = worker_env(TQ_URL=secured.url, TQ_API_KEY=ADMIN)
+    done = subprocess.run(
+        [bin_path("tq-admin"), "--log-format", "json", "--log-level", "debug", "stats"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "│ Pending Tasks" in done.stdout
+    entries = [json.loads(line) for line in done.stderr.splitlines() if line.strip()]
+    assert any(e["logger"] == "httpx" and "/api/v1/stats" in e["message"] for e in entries)
+    quiet = subprocess.run(
+        [bin_path("tq-admin"), "stats"], env=env, capture_output=True, text=True, timeout=30
+    )
+    assert quiet.returncode == 0 and quiet.stderr == ""  # no request lines by default

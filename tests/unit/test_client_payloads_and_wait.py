@@ -10,7 +10,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tq_client import AsyncTaskQueueClient, TaskQueueClient
+from tq_client import AsyncTaskQueueClient, TaskQueueClient, task_request
+from tq_client.errors import Unreachable
 from tq_client.payloads import decode_json, encode_json, payload_bytes
 from tq_client.waiting import WaitPlan, WaitTimeout
 
@@ -139,3 +140,55 @@ def test_wait_raises_a_timeout_error_carrying_the_task_as_last_seen() -> None:
 def test_a_negative_or_nan_timeout_is_refused(timeout: float) -> None:
     with pytest.raises(ValueError, match="timeout must be"):
         WaitPlan(TASK_ID, timeout)
+
+
+def test_a_broker_that_drops_out_mid_wait_is_asked_again_but_not_before_a_first_answer() -> None:
+    answers: list[str] = ["pending", "down", "completed"]
+    seen: list[httpx.Request] = []
+
+    def flaky(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        step = answers.pop(0)
+        if step == "down":
+            raise httpx.ConnectError("connection refused", request=request)
+        return httpx.Response(200, json=task_body(step))
+
+    with TaskQueueClient(URL, transport=httpx.MockTransport(flaky)) as client:
+        assert client.wait(TASK_ID, timeout=30).status == "completed"
+    assert len(seen) == 3
+
+    def down(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("connection refused", request=request)
+
+    client = TaskQueueClient(URL, transport=httpx.MockTransport(down))
+    with client, pytest.raises(Unreachable):
+        client.wait(TASK_ID, timeout=30)  # never answered: no reason to think it will
+
+
+def test_retry_pause_gives_up_at_the_deadline() -> None:
+    now = [0.0]
+    plan = WaitPlan(TASK_ID, timeout=2, clock=lambda: now[0])
+    assert plan.retry_pause() is None
+    plan.answered = True
+    assert plan.retry_pause() == 1.0
+    now[0] = 1.5
+    assert plan.retry_pause() == 0.5
+    now[0] = 2.0
+    assert plan.retry_pause() is None
+
+
+def test_batch_items_follow_submits_rules() -> None:
+    with pytest.raises(TypeError, match=r"payload must be bytes.*json="):
+        task_request("resize", "a str")  # type: ignore[arg-type]
+    item = task_request("resize", json={"w": 1}, priority=7)
+    assert (item.payload, item.priority, item.max_retries) == (b'{"w":1}', 7, None)
+    sent: list[httpx.Request] = []
+
+    def broker(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        return httpx.Response(201, json={"tasks": [{"task_id": TASK_ID, "status": "pending"}]})
+
+    with TaskQueueClient(URL, transport=httpx.MockTransport(broker)) as client:
+        client.submit_batch([item])
+    (body,) = json.loads(sent[0].content)["tasks"]
+    assert body == {"task_type": "resize", "payload": "eyJ3IjoxfQ==", "priority": 7}

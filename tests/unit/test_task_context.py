@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import uuid
+
+import pytest
 
 from tq_worker.context import TaskContext
 
@@ -29,3 +32,13 @@ async def test_cancel_reaches_sync_handlers_through_the_event_and_async_ones_by_
     assert seen_in_thread.is_set() and ctx.cancelled
     assert ctx.cancel("shutdown") is False and ctx.cancel_reason == "aborted"
     assert await ctx.wait_cancelled() == "aborted"
+
+
+def test_ctx_log_records_carry_the_task(caplog: pytest.LogCaptureFixture) -> None:
+    task_id = uuid.uuid4()
+    ctx = TaskContext(task_id, "export", attempt=2, max_retries=3, timeout_seconds=60)
+    with caplog.at_level(logging.INFO, logger="tq_worker.task"):
+        ctx.log.info("exporting %d rows", 10)
+    (record,) = caplog.records
+    assert record.getMessage() == "exporting 10 rows"
+    assert (record.task_id, record.task_type, record.attempt) == (str(task_id), "export", 2)  # type: ignore[attr-defined]

@@ -70,8 +70,16 @@ class BrokerRejected(BrokerError):
     """Any other 4xx: the request itself is wrong (or unauthorised); repeating it cannot help."""
 
     def __init__(self, status_code: int, message: str) -> None:
-        super().__init__(f"HTTP {status_code}: {message}")
+        super().__init__(f"HTTP {status_code}: {message}{KEY_HINTS.get(status_code, '')}")
         self.status_code = status_code
+        self.reason = message
+
+
+# A refused key is a setting to fix, not a bug: every log line about it says which one.
+KEY_HINTS = {
+    401: " (set --api-key / TQ_API_KEY to a valid key)",
+    403: " (the API key needs the process_tasks permission)",
+}
 
 
 def retry_delay(exc: BrokerError, backoff: Backoff) -> float:

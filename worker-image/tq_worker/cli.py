@@ -157,22 +157,23 @@ def run(runtime: Runtime) -> int:
 def refusal_advice(exc: BrokerRejected, config: RuntimeConfig) -> str:
     """What the operator should change when the broker refuses to register this worker."""
     where = f"the broker at {config.broker_url}"
+    answer = f"HTTP {exc.status_code}: {exc.reason}"
     if exc.status_code == 401:
         if config.api_key is None:
             return (
-                f"{where} needs an API key ({exc}): set --api-key or TQ_API_KEY to a key with "
-                "the process_tasks permission"
+                f"{where} needs an API key ({answer}): set --api-key or TQ_API_KEY to a key "
+                "with the process_tasks permission"
             )
         return (
-            f"{where} does not accept this API key ({exc}): check --api-key / TQ_API_KEY "
+            f"{where} does not accept this API key ({answer}): check --api-key / TQ_API_KEY "
             "(unknown, revoked or mistyped key), and --url / TQ_URL (the right broker?)"
         )
     if exc.status_code == 403:
         return (
-            f"{where} refused the API key ({exc}): it lacks the process_tasks permission; "
+            f"{where} refused the API key ({answer}): it lacks the process_tasks permission; "
             "create a key with it (tq-admin keys create --permission process_tasks)"
         )
-    return f"{where} refused this worker: {exc}"
+    return f"{where} refused this worker: {answer}"
 
 
 def _run_loop(main: Callable[[], Coroutine[Any, Any, None]]) -> None:

@@ -21,6 +21,8 @@ import traceback
 from collections.abc import Iterable
 
 ERROR_MAX_BYTES = 8 * 1024
+# When cutting: first keep this many frames nearest the raise, then fewer.
+KEEP_INNERMOST_STEPS = (8, 3, 1)
 _ELLIPSIS = "…"
 # Frames of these files are the runtime calling the handler, not the handler.
 _RUNTIME_FILES = frozenset(
@@ -73,11 +75,14 @@ def _fit(report: traceback.TracebackException, handler_file: str | None, budget:
     text = _render(report)
     if len(text.encode("utf-8")) <= budget:
         return text
-    for each in _chain(report):
-        _thin(each, handler_file)
-        text = _render(report)
-        if len(text.encode("utf-8")) <= budget:
-            return text
+    # Library frames go first, those farthest from the raise first: the few innermost frames
+    # say how the library got there, so they are kept while there is room.
+    for keep_innermost in KEEP_INNERMOST_STEPS:
+        for each in _chain(report):
+            _thin(each, handler_file, keep_innermost)
+            text = _render(report)
+            if len(text.encode("utf-8")) <= budget:
+                return text
     return truncate(text, max(budget, 0))
 
 
@@ -108,15 +113,21 @@ class _Stack(traceback.StackSummary):
         return super().format_frame_summary(frame_summary)
 
 
-def _thin(report: traceback.TracebackException, handler_file: str | None) -> None:
-    """Keep the outermost frame, the innermost (the raise) and the handler file's frames;
-    each run of other frames becomes one `… N frames omitted …` line."""
+def _thin(
+    report: traceback.TracebackException, handler_file: str | None, keep_innermost: int
+) -> None:
+    """Keep the outermost frame, the `keep_innermost` frames nearest the raise and the handler
+    file's frames; each run of other frames becomes one `… N frames omitted …` line (runs
+    already omitted by a previous pass count in)."""
     stack = report.stack
-    last = len(stack) - 1
+    tail = len(stack) - keep_innermost
     kept: list[traceback.FrameSummary] = []
     gap = 0
     for i, frame in enumerate(stack):
-        if i in (0, last) or (handler_file is not None and frame.filename == handler_file):
+        mine = handler_file is not None and frame.filename == handler_file
+        if isinstance(frame, _Omitted):
+            gap += frame.count
+        elif i == 0 or i >= tail or mine:
             if gap:
                 kept.append(_Omitted(gap))
                 gap = 0

@@ -22,12 +22,15 @@ from tq_client.models import (
     TASK_TYPE_PATTERN,
     WAIT_SECONDS_MAX,
     AbortTaskResponse,
+    RequeueManyRequest,
+    RequeueManyResponse,
     SubmitBatchRequest,
     SubmitBatchResponse,
     SubmitTaskRequest,
     SubmitTaskResponse,
     TaskAttempt,
     TaskDetail,
+    TaskPayload,
     TaskStatus,
     TaskSummary,
 )
@@ -81,13 +84,26 @@ async def submit_batch(body: SubmitBatchRequest, store: StoreDep, request: Reque
     return json_response(SubmitBatchResponse(tasks=tasks), 201)
 
 
+@router.post(
+    "/requeue",
+    dependencies=[requires(Permission.ADMIN)],
+    response_model=RequeueManyResponse,
+    responses=ERROR_RESPONSES,
+    summary="Admin: requeue the dead letters that match a filter (at most `limit`)",
+)
+async def requeue_many(body: RequeueManyRequest, store: StoreDep) -> Response:
+    task_ids = list(dict.fromkeys(body.task_ids)) if body.task_ids is not None else None
+    requeued, remaining = await store.task_requeue_many(body.task_type, task_ids, body.limit)
+    return json_response(RequeueManyResponse(requeued=requeued, remaining=remaining))
+
+
 async def _method_not_allowed() -> Response:
     raise HTTPException(405, "Method Not Allowed")
 
 
 # POST-only actions under /tasks/: without these, GET /tasks/claim would match
 # /tasks/{task_id} and answer "invalid UUID" instead of 405.
-for _action in ("batch", "claim", "complete", "fail", "release"):
+for _action in ("batch", "claim", "complete", "fail", "release", "requeue"):
     router.add_api_route(
         f"/{_action}",
         _method_not_allowed,
@@ -132,6 +148,17 @@ async def get_task(
 )
 async def task_attempts(task_id: UUID, store: StoreDep) -> Response:
     return json_response(_attempt_list_json.dump_json(await store.task_attempts(task_id)))
+
+
+@router.get(
+    "/{task_id}/payload",
+    dependencies=[requires(Permission.READ_TASKS)],
+    response_model=TaskPayload,
+    responses=ERROR_RESPONSES,
+    summary="Get a task's payload (base64)",
+)
+async def get_task_payload(task_id: UUID, store: StoreDep) -> Response:
+    return json_response(TaskPayload(task_id=task_id, payload=await store.task_payload(task_id)))
 
 
 @router.get(

@@ -53,6 +53,10 @@ SELECT task_id, task_type, status, priority, created_at, updated_at, result, err
        progress_updated_at
 FROM tq_tasks WHERE task_id = %(task_id)s;
 
+-- task_payload --
+-- One task's payload (the dashboard's detail page; GET task leaves it out, as the contract does).
+SELECT payload FROM tq_tasks WHERE task_id = %(task_id)s;
+
 -- task_status --
 -- The status of one task, to explain why a conditional update changed nothing.
 SELECT status FROM tq_tasks WHERE task_id = %(task_id)s;
@@ -101,26 +105,31 @@ RETURNING task_id, task_type, status, updated_at, abort_requested_at AS aborted_
 -- System-wide counters for GET /api/v1/stats; buckets: high >= 200, normal 100-199, low <= 99.
 -- pending_count: every pending task (as the contract and the list filter count them); the
 -- buckets count queue depth, the tasks due now; scheduled_count: waiting, not yet due.
-SELECT
-    (SELECT count(*) FROM tq_tasks WHERE status = 'pending') AS pending_count,
-    (SELECT count(*) FROM tq_tasks
-      WHERE status IN ('pending', 'failed') AND run_at > now()) AS scheduled_count,
-    (SELECT count(*) FROM tq_tasks WHERE status = 'in_progress') AS in_progress_count,
-    (SELECT count(*) FROM tq_tasks
-      WHERE status = 'completed' AND finished_at > now() - interval '1 hour') AS completed_last_hour,
-    (SELECT count(*) FROM tq_tasks
-      WHERE status IN ('failed', 'dead_letter')
-        AND updated_at > now() - interval '1 hour') AS failed_last_hour,
-    (SELECT count(*) FROM tq_workers WHERE status <> 'offline') AS worker_count,
-    (SELECT COALESCE(avg(extract(epoch FROM finished_at - claimed_at) * 1000), 0)::float8
-       FROM tq_tasks
-      WHERE status = 'completed' AND finished_at > now() - interval '1 hour'
-        AND claimed_at IS NOT NULL) AS avg_processing_time_ms,
-    q.high, q.normal, q.low
-FROM (SELECT count(*) FILTER (WHERE tq_priority_bucket(priority) = 'high') AS high,
-             count(*) FILTER (WHERE tq_priority_bucket(priority) = 'normal') AS normal,
-             count(*) FILTER (WHERE tq_priority_bucket(priority) = 'low') AS low
-        FROM tq_tasks WHERE status = 'pending' AND run_at <= now()) AS q;
+-- Three passes, each over a partial index's rows only (waiting; in progress; finished in the
+-- last hour), never over the whole table: finished tasks of the retention period are not read.
+-- A dead letter counts by finished_at, the moment it was dead-lettered (its updated_at then).
+SELECT w.pending_count, w.scheduled_count, p.in_progress_count, f.completed_last_hour,
+       w.failed_waiting + f.dead_lettered AS failed_last_hour,
+       (SELECT count(*) FROM tq_workers WHERE status <> 'offline') AS worker_count,
+       f.avg_processing_time_ms, w.high, w.normal, w.low
+FROM (SELECT count(*) FILTER (WHERE status = 'pending') AS pending_count,
+             count(*) FILTER (WHERE run_at > now()) AS scheduled_count,
+             count(*) FILTER (WHERE status = 'failed'
+                                AND updated_at > now() - interval '1 hour') AS failed_waiting,
+             count(*) FILTER (WHERE status = 'pending' AND run_at <= now()
+                                AND tq_priority_bucket(priority) = 'high') AS high,
+             count(*) FILTER (WHERE status = 'pending' AND run_at <= now()
+                                AND tq_priority_bucket(priority) = 'normal') AS normal,
+             count(*) FILTER (WHERE status = 'pending' AND run_at <= now()
+                                AND tq_priority_bucket(priority) = 'low') AS low
+        FROM tq_tasks WHERE status IN ('pending', 'failed')) AS w,
+     (SELECT count(*) AS in_progress_count FROM tq_tasks WHERE status = 'in_progress') AS p,
+     (SELECT count(*) FILTER (WHERE status = 'completed') AS completed_last_hour,
+             count(*) FILTER (WHERE status = 'dead_letter') AS dead_lettered,
+             COALESCE(avg(extract(epoch FROM finished_at - claimed_at) * 1000)
+                      FILTER (WHERE status = 'completed' AND claimed_at IS NOT NULL),
+                      0)::float8 AS avg_processing_time_ms
+        FROM tq_tasks WHERE finished_at > now() - interval '1 hour') AS f;
 
 -- health --
 -- The two numbers /health shows.
@@ -133,6 +142,81 @@ SELECT worker_id, registered_at, last_heartbeat, current_tasks, cpu_usage_percen
        task_types, concurrency, status
 FROM tq_workers WHERE status <> 'offline'
 ORDER BY registered_at, worker_id;
+
+-- db_now --
+-- The database's clock: the one clock every replica's scheduler agrees on.
+SELECT now() AS now;
+
+-- schedule_insert --
+-- Store a new schedule; a taken name is a unique violation (409).
+INSERT INTO tq_schedules (name, cron, interval_seconds, timezone, task_type, payload, priority,
+                          timeout_seconds, max_retries, paused, missed_fires, anchor_at,
+                          next_fire_at)
+VALUES (%(name)s, %(cron)s, %(interval_seconds)s, %(timezone)s, %(task_type)s, %(payload)s,
+        %(priority)s, %(timeout_seconds)s, %(max_retries)s, %(paused)s, %(missed_fires)s,
+        %(anchor_at)s, %(next_fire_at)s)
+RETURNING *;
+
+-- schedule_get --
+-- One schedule.
+SELECT * FROM tq_schedules WHERE name = %(name)s;
+
+-- schedule_get_for_update --
+-- One schedule, locked for the rest of the transaction (an edit, or a fire).
+SELECT * FROM tq_schedules WHERE name = %(name)s FOR UPDATE;
+
+-- schedule_list --
+-- Schedules by name.
+SELECT * FROM tq_schedules ORDER BY name LIMIT %(limit)s OFFSET %(offset)s;
+
+-- schedule_update --
+-- Write an edited schedule (the caller holds its row lock).
+UPDATE tq_schedules
+SET cron = %(cron)s, interval_seconds = %(interval_seconds)s, timezone = %(timezone)s,
+    task_type = %(task_type)s, payload = %(payload)s, priority = %(priority)s,
+    timeout_seconds = %(timeout_seconds)s, max_retries = %(max_retries)s, paused = %(paused)s,
+    missed_fires = %(missed_fires)s, anchor_at = %(anchor_at)s, next_fire_at = %(next_fire_at)s,
+    updated_at = now()
+WHERE name = %(name)s
+RETURNING *;
+
+-- schedule_delete --
+-- Delete a schedule (its fire records go with it).
+DELETE FROM tq_schedules WHERE name = %(name)s RETURNING name;
+
+-- schedule_due --
+-- Names of unpaused schedules whose next fire time has come, earliest first.
+SELECT name FROM tq_schedules
+WHERE NOT paused AND next_fire_at <= %(now)s
+ORDER BY next_fire_at LIMIT %(limit)s;
+
+-- schedule_lock_due --
+-- A due schedule, locked; none if another leader holds it or it changed since it was listed.
+SELECT * FROM tq_schedules
+WHERE name = %(name)s AND NOT paused AND next_fire_at <= %(now)s
+FOR UPDATE SKIP LOCKED;
+
+-- schedule_fire_insert --
+-- Record a fire; a fire time already recorded returns no row (and no task must be made).
+INSERT INTO tq_schedule_fires (schedule_name, fire_at, task_id)
+VALUES (%(name)s, %(fire_at)s, %(task_id)s)
+ON CONFLICT (schedule_name, fire_at) DO NOTHING
+RETURNING task_id;
+
+-- schedule_advance --
+-- Move a schedule past a fire (the caller holds its row lock).
+UPDATE tq_schedules
+SET next_fire_at = %(next_fire_at)s,
+    last_fire_at = COALESCE(%(last_fire_at)s, last_fire_at),
+    last_task_id = COALESCE(%(last_task_id)s, last_task_id)
+WHERE name = %(name)s;
+
+-- schedule_fire_delete_old --
+-- Forget fire records older than the retention period, a batch at a time.
+DELETE FROM tq_schedule_fires
+WHERE ctid IN (SELECT ctid FROM tq_schedule_fires
+               WHERE fired_at < now() - %(retention_seconds)s * interval '1 second'
+               LIMIT %(batch_size)s);
 
 -- migration_lock --
 -- Serialise migrations across replicas starting at once (transaction-scoped advisory lock).
@@ -242,12 +326,21 @@ WITH worker AS (
       AND (%(any_key)s OR key_id IS NOT DISTINCT FROM %(key_id)s)
     FOR SHARE
 ), ready AS (
-    SELECT task_id FROM tq_tasks
-    WHERE status IN ('pending', 'failed') AND run_at <= now()
-      AND task_type = ANY((SELECT task_types FROM worker)::text[])
-    ORDER BY priority DESC, run_at
+    -- Per task type, the best max_tasks from the type's ready index (an ordered scan that stops
+    -- after max_tasks, whatever the backlog of other types); then the best max_tasks of those.
+    -- A worker of k types locks up to k * max_tasks rows for this statement and claims
+    -- max_tasks: a concurrent claim skips the others until it commits (milliseconds).
+    SELECT r.task_id
+    FROM (SELECT DISTINCT unnest(task_types) AS task_type FROM worker) AS wt
+    CROSS JOIN LATERAL (
+        SELECT task_id, priority, run_at FROM tq_tasks
+        WHERE task_type = wt.task_type AND status IN ('pending', 'failed') AND run_at <= now()
+        ORDER BY priority DESC, run_at
+        LIMIT %(max_tasks)s
+        FOR UPDATE SKIP LOCKED
+    ) AS r
+    ORDER BY r.priority DESC, r.run_at
     LIMIT %(max_tasks)s
-    FOR UPDATE SKIP LOCKED
 ), claimed AS (
     UPDATE tq_tasks AS t
     SET status = 'in_progress', worker_id = %(worker_id)s, lease_token = gen_random_uuid(),
@@ -255,7 +348,7 @@ WITH worker AS (
         progress_updated_at = NULL,
         lease_expires_at = now() + %(lease_ttl_seconds)s * interval '1 second',
         updated_at = now(), attempts = t.attempts + 1
-    FROM ready WHERE t.task_id = ready.task_id
+    WHERE t.task_id = ANY(ARRAY(SELECT task_id FROM ready))
     RETURNING t.task_id, t.task_type, t.payload, t.priority, t.lease_token, t.lease_expires_at,
               t.timeout_seconds, t.retry_count, t.max_retries, t.run_at, t.claimed_at, t.status,
               t.updated_at, t.attempts
@@ -380,6 +473,39 @@ WITH requeued AS (
 SELECT task_id, task_type, status, updated_at,
        pg_notify('tq_task_ready', task_type || ' 1') IS NULL AS notified
 FROM requeued;
+
+-- task_requeue_many --
+-- Admin: requeue up to `limit` dead letters at once, oldest first, optionally only of one task
+-- type and/or only the given ids. Locked rows are skipped (a concurrent requeue has them).
+WITH chosen AS (
+    SELECT task_id FROM tq_tasks
+    WHERE status = 'dead_letter'
+      AND (%(task_type)s::text IS NULL OR task_type = %(task_type)s::text)
+      AND (%(task_ids)s::uuid[] IS NULL OR task_id = ANY(%(task_ids)s::uuid[]))
+    ORDER BY created_at, task_id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+), requeued AS (
+    UPDATE tq_tasks AS t
+    SET status = 'pending', retry_count = 0, run_at = now(), finished_at = NULL,
+        lease_token = NULL, lease_expires_at = NULL, claimed_at = NULL, updated_at = now()
+    FROM chosen WHERE t.task_id = chosen.task_id AND t.status = 'dead_letter'
+    RETURNING t.task_id, t.task_type, t.status, t.updated_at
+), notified AS (
+    SELECT pg_notify('tq_task_ready', task_type || ' ' || count(*)) FROM requeued
+    GROUP BY task_type
+)
+SELECT task_id, task_type, status, updated_at, (SELECT count(*) FROM notified) AS notified
+FROM requeued;
+
+-- task_dead_letter_exists --
+-- Whether dead letters matching a bulk requeue's filter remain.
+SELECT EXISTS (
+    SELECT 1 FROM tq_tasks
+    WHERE status = 'dead_letter'
+      AND (%(task_type)s::text IS NULL OR task_type = %(task_type)s::text)
+      AND (%(task_ids)s::uuid[] IS NULL OR task_id = ANY(%(task_ids)s::uuid[]))
+) AS remaining;
 
 -- task_rescue_expired --
 -- Leader sweep: an in-progress task whose lease expired (no heartbeat) or whose hard deadline
@@ -562,13 +688,52 @@ SELECT (SELECT yes FROM listening) AS listening,
        (SELECT count(pg_notify('tq_task_events', p)) FROM unnest(%(payloads)s::text[]) AS p
          WHERE (SELECT yes FROM listening)) AS sent;
 
--- metrics_pending --
--- Pending tasks by type and priority bucket (high >= 200, normal 100-199, low <= 99).
+-- metrics_waiting --
+-- Waiting tasks by type and priority bucket (high >= 200, normal 100-199, low <= 99): pending
+-- ones, those waiting for their time (schedule_at or a retry's backoff), and the age of the
+-- oldest one that is ready but unclaimed. One pass over the ready index.
 SELECT task_type, tq_priority_bucket(priority) AS priority,
-       count(*) AS pending
-FROM tq_tasks WHERE status = 'pending' GROUP BY 1, 2;
+       count(*) FILTER (WHERE status = 'pending') AS pending,
+       count(*) FILTER (WHERE run_at <= now()) AS ready,
+       count(*) FILTER (WHERE run_at > now()) AS scheduled,
+       COALESCE(extract(epoch FROM now() - min(run_at) FILTER (WHERE run_at <= now())), 0)::float8
+           AS oldest_ready_seconds
+FROM tq_tasks WHERE status IN ('pending', 'failed') GROUP BY 1, 2;
+
+-- metrics_dead_letter --
+-- Dead letters by task type (through tq_tasks_dead_letter_idx).
+SELECT task_type, count(*) AS dead_letter
+FROM tq_tasks WHERE status = 'dead_letter' GROUP BY 1;
 
 -- metrics_counts --
 -- Tasks running and workers connected, for the leader's gauges.
 SELECT (SELECT count(*) FROM tq_tasks WHERE status = 'in_progress') AS in_progress,
        (SELECT count(*) FROM tq_workers WHERE status <> 'offline') AS workers;
+
+-- overview_in_progress --
+-- Claimed tasks by type, for the dashboard (through the leased index).
+SELECT task_type, count(*) AS in_progress
+FROM tq_tasks WHERE status = 'in_progress' GROUP BY 1;
+
+-- overview_throughput --
+-- Per minute of the last hour: tasks completed, and failed attempts (dead-lettered, or failed
+-- and waiting for a retry), for the dashboard's chart.
+SELECT minute, sum(completed)::bigint AS completed, sum(failed)::bigint AS failed
+FROM (
+    SELECT date_trunc('minute', finished_at) AS minute,
+           (status = 'completed')::int AS completed, (status = 'dead_letter')::int AS failed
+    FROM tq_tasks WHERE finished_at > now() - interval '1 hour'
+    UNION ALL
+    SELECT date_trunc('minute', updated_at), 0, 1
+    FROM tq_tasks WHERE status = 'failed' AND updated_at > now() - interval '1 hour'
+) AS finished
+GROUP BY minute ORDER BY minute;
+
+-- overview_workers --
+-- Workers by status, and the task types some online worker runs.
+SELECT (SELECT count(*) FROM tq_workers WHERE status = 'online') AS online,
+       (SELECT count(*) FROM tq_workers WHERE status = 'draining') AS draining,
+       ARRAY(SELECT DISTINCT unnest(task_types) FROM tq_workers WHERE status = 'online')
+           AS served_types,
+       now() AS as_of;
+
