@@ -167,15 +167,28 @@ def test_a_handler_that_ignores_the_abort_is_abandoned_at_the_grace_end_and_its_
 def test_aborting_a_pending_task_cancels_it_and_it_never_runs(
     cluster: tuple[BrokerProcess, WorkerProcess],
 ) -> None:
-    broker, worker = cluster
-    busy = started(broker, worker, "sync_checks")  # holds the worker's one slot
-    waiting = submit(broker, "quick")
+    broker, _ = cluster
+    waiting = submit(broker, "nobody_serves")  # stays pending: no worker has the type
     response = httpx.post(f"{broker.url}/api/v1/tasks/{waiting}/abort")
     assert (response.status_code, response.json()["status"]) == (200, "cancelled")
-    abort(broker, busy)
-    assert ended(broker, busy)["status"] == "cancelled"
     assert get(broker, waiting)["status"] == "cancelled"
     assert attempts(broker, waiting) == []
+
+
+def test_a_claimed_task_aborted_before_it_started_is_reported_without_running(
+    cluster: tuple[BrokerProcess, WorkerProcess],
+) -> None:
+    """Concurrency 1, prefetch 1: the second task waits inside the worker, claimed."""
+    broker, worker = cluster
+    busy = started(broker, worker, "sync_checks")
+    queued = submit(broker, "async_waits")
+    until("the second task to be claimed", lambda: get(broker, queued)["worker_id"])
+    aborted = abort(broker, queued)
+    assert_cancelled_once(broker, queued, aborted)
+    assert get(broker, queued)["error"] == "aborted before its handler started"
+    abort(broker, busy)
+    assert ended(broker, busy)["status"] == "cancelled"
+    assert runs(worker, queued) == []  # its handler never ran
 
 
 def test_progress_and_the_abort_reach_websocket_subscribers(

@@ -33,6 +33,7 @@ EDGES = {
     ("in_progress", "failed"),
     ("in_progress", "dead_letter"),
     ("in_progress", "pending"),  # release
+    ("in_progress", "cancelled"),  # only with an abort on record (checked below)
     ("failed", "in_progress"),
     ("failed", "cancelled"),
     ("dead_letter", "pending"),  # admin requeue
@@ -64,7 +65,7 @@ def expected_stats(model: Lifecycle) -> StatsExpectation:
     completed = [t for t in live if t.status is TaskStatus.COMPLETED and recent(t.finished_at)]
     failed = [t for t in live if t.status in (TaskStatus.FAILED, TaskStatus.DEAD_LETTER)]
     depth = {"high": 0, "normal": 0, "low": 0}
-    for task in pending:  # queue depth: the pending tasks due now (scheduled ones wait)
+    for task in pending:  # the buckets count queue depth: pending tasks due now
         if task.window.at(model.now) is Readiness.READY:
             depth[priority_bucket(task.submission.priority)] += 1
     counts: dict[str, object] = {
@@ -181,6 +182,10 @@ class Checks:
             before = self._seen.get(task_id)
             if status != before:
                 assert (before, status) in EDGES, f"{task}: {before} -> {status}"
+                if (before, status) == ("in_progress", "cancelled"):
+                    assert row is not None and row["abort_requested_at"] is not None, (
+                        f"{task}: cancelled while running without an abort on record"
+                    )
                 if before == "dead_letter" and status == "pending":
                     assert task_id in self._requeued, f"{task}: left dead_letter unrequeued"
                 if status in TERMINAL:

@@ -18,6 +18,7 @@ from uuid import UUID
 
 from tests.model.clock import QUANTUM, Limits, Readiness, Window
 from tq_client.models import TERMINAL_STATUSES, TaskStatus
+from tq_client.protocol import ABORT_GRACE_SECONDS_DEFAULT
 
 ROUNDING_SECONDS = 1e-3  # interval arithmetic on a float backoff rounds to microseconds
 WAITING = frozenset({TaskStatus.PENDING, TaskStatus.FAILED})
@@ -70,6 +71,7 @@ class Task:
     result: bytes | None = None
     error: str | None = None
     deleted: bool = False
+    aborted_at: int | None = None  # POST .../abort: the task ends cancelled, never retried
 
     def __str__(self) -> str:
         state = "deleted" if self.deleted else self.status.value
@@ -254,11 +256,11 @@ class Lifecycle:
 
     def heartbeat(
         self, worker_id: str, leases: Sequence[tuple[UUID, UUID]], current_tasks: int
-    ) -> tuple[int, list[UUID], list[UUID]]:
-        """Status code, renewed and abandoned task ids."""
+    ) -> tuple[int, list[UUID], list[UUID], list[UUID]]:
+        """Status code, renewed, abandoned and to-abort task ids."""
         worker = self.workers[worker_id]
         if not (worker.known and worker.online):
-            return 404, [], []
+            return 404, [], [], []
         worker.last_heartbeat = self.now
         worker.current_tasks = current_tasks
         renewed, abandon = [], []
@@ -270,7 +272,8 @@ class Lifecycle:
                 renewed.append(task_id)
             else:
                 abandon.append(task_id)
-        return 200, renewed, abandon
+        aborts = [t for t in renewed if self.tasks[t].aborted_at is not None]
+        return 200, renewed, abandon, aborts
 
     def _split(self, leases: Iterable[tuple[UUID, UUID]]) -> tuple[list[Task], BatchOutcome]:
         accepted, rejected = [], []
@@ -286,7 +289,8 @@ class Lifecycle:
         accepted, outcome = self._split((task_id, token) for task_id, token, _ in items)
         results = {task_id: result for task_id, _, result in items}
         for task in accepted:
-            task.status = TaskStatus.COMPLETED
+            aborted = task.aborted_at is not None  # cancelled, whatever the handler returned
+            task.status = TaskStatus.CANCELLED if aborted else TaskStatus.COMPLETED
             task.result = results[task.task_id]
             task.error = None
             task.lease_token = task.lease_expires_at = None
@@ -301,6 +305,12 @@ class Lifecycle:
         return outcome
 
     def _failed_attempt(self, task: Task, error: str, retryable: bool) -> TaskStatus:
+        if task.aborted_at is not None:  # an aborted task is cancelled, never retried
+            task.status = TaskStatus.CANCELLED
+            task.finished_at = task.updated_at = self.now
+            task.error = error
+            task.lease_token = task.lease_expires_at = None
+            return task.status
         backoff = self.limits.backoff(task.retry_count)
         task.run_at = RunAt(after_update=(backoff / 2, float(backoff)))
         if retryable and task.retry_count < task.submission.max_retries:
@@ -319,7 +329,9 @@ class Lifecycle:
     def release(self, leases: Sequence[tuple[UUID, UUID]]) -> BatchOutcome:
         accepted, outcome = self._split(leases)
         for task in accepted:
-            task.status = TaskStatus.PENDING
+            aborted = task.aborted_at is not None
+            task.status = TaskStatus.CANCELLED if aborted else TaskStatus.PENDING
+            task.finished_at = self.now if aborted else None
             task.lease_token = task.lease_expires_at = task.claimed_at = None
             task.worker_id = None
             task.updated_at = self.now
@@ -358,6 +370,21 @@ class Lifecycle:
         task.finished_at = task.updated_at = self.now
         task.lease_token = None
         return 204
+
+    def abort(self, task_id: UUID) -> int:
+        """A waiting task is cancelled (200), a running one marked once (202)."""
+        task = self.tasks[task_id]
+        if task.deleted:
+            return 404
+        if task.status in WAITING:
+            self.cancel(task_id)
+            task.aborted_at = self.now
+            return 200
+        if task.status is not TaskStatus.IN_PROGRESS:
+            return 409
+        if task.aborted_at is None:
+            task.aborted_at = task.updated_at = self.now
+        return 202
 
     def requeue(self, task_id: UUID) -> int:
         task = self.tasks[task_id]
@@ -406,15 +433,21 @@ class Lifecycle:
             timeout = task.submission.timeout_seconds
             lease_gone = self.now >= task.lease_expires_at
             deadline = task.claimed_at + timeout + self.limits.deadline_grace_seconds
-            if not lease_gone and self.now < deadline:
+            given_up = task.aborted_at is not None and self.now >= (
+                task.aborted_at + ABORT_GRACE_SECONDS_DEFAULT + self.limits.deadline_grace_seconds
+            )
+            if not lease_gone and not given_up and self.now < deadline:
                 continue
             worker = task.worker_id or "?"
-            reason = (
-                f"lease expired: worker {worker} stopped heartbeating"
-                if lease_gone
-                else f"deadline exceeded: still running {timeout}s after it was claimed "
-                f"(worker {worker})"
-            )
+            if lease_gone:
+                reason = f"lease expired: worker {worker} stopped heartbeating"
+            elif given_up:
+                reason = f"aborted: worker {worker} did not stop the task"
+            else:
+                reason = (
+                    f"deadline exceeded: still running {timeout}s after it was claimed "
+                    f"(worker {worker})"
+                )
             outcome = self._failed_attempt(task, reason, retryable=True)
             retried += outcome is TaskStatus.FAILED
             dead += outcome is TaskStatus.DEAD_LETTER

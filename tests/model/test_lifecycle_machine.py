@@ -210,11 +210,14 @@ class LifecycleMachine(RuleBasedStateMachine):
         self.model.submitted(task_id, submission, key, body, schedule_at)
         return multiple(task_id)
 
-    @rule(task_id=tasks, action=st.sampled_from(("cancel", "requeue")))
+    @rule(task_id=tasks, action=st.sampled_from(("cancel", "requeue", "abort")))
     def cancel_or_requeue(self, task_id: UUID, action: str) -> None:
-        """A user cancels, or an admin requeues, any task: the answer depends on its status."""
+        """A user cancels or aborts, or an admin requeues, any task: the answer depends on its
+        status."""
         if action == "cancel":
             self._cancel(task_id)
+        elif action == "abort":
+            self._abort(task_id)
         else:
             self._requeue(task_id)
 
@@ -229,6 +232,19 @@ class LifecycleMachine(RuleBasedStateMachine):
         assert response.status_code == expected, response.text
         if expected == 204:
             self.checks.cancelled(task_id)
+        else:
+            assert "error" in response.json()
+        self.checks.touched.add(task_id)
+
+    def _abort(self, task_id: UUID) -> None:
+        response = self.api.post(f"/api/v1/tasks/{task_id}/abort")
+        expected = self.model.abort(task_id)
+        assert response.status_code == expected, response.text
+        if expected == 200:
+            assert response.json()["status"] == "cancelled"
+            self.checks.cancelled(task_id)
+        elif expected == 202:
+            assert response.json()["status"] == "in_progress"
         else:
             assert "error" in response.json()
         self.checks.touched.add(task_id)
@@ -315,7 +331,7 @@ class LifecycleMachine(RuleBasedStateMachine):
             "leases": [{"task_id": str(x.task_id), "lease_token": str(x.token)} for x in held],
         }
         response = self.api.post(f"/api/v1/workers/{worker_id}/heartbeat", json=body)
-        code, renewed, abandon = self.model.heartbeat(
+        code, renewed, abandon, aborts = self.model.heartbeat(
             worker_id, [(x.task_id, x.token) for x in held], len(held)
         )
         assert response.status_code == code, response.text
@@ -323,7 +339,7 @@ class LifecycleMachine(RuleBasedStateMachine):
             assert response.json() == {
                 "renewed": [str(t) for t in renewed],
                 "abandon": [str(t) for t in abandon],
-                "abort": [],  # the model never aborts a running task
+                "abort": [str(t) for t in aborts],
             }
         self.checks.touched.update(x.task_id for x in held)
 
