@@ -1,6 +1,6 @@
 # The broker and operator image: `tq-broker` by default, `tq-operator` as the operator's command.
 # Multi-stage: wheels are built with the exact pins of constraints.txt; the final stage has no
-# compilers, runs as a non-root user, and works with a read-only root filesystem (/tmp is an
+# compilers and no pip (run time installs nothing), runs as a non-root user, and works with a read-only root filesystem (/tmp is an
 # emptyDir in the chart).
 FROM python:3.11-slim AS build
 WORKDIR /src
@@ -11,6 +11,7 @@ COPY worker-image ./worker-image
 COPY operator ./operator
 RUN python -m venv /opt/taskqueue \
  && /opt/taskqueue/bin/pip install --no-cache-dir -c constraints.txt . \
+ && /opt/taskqueue/bin/python -m pip uninstall --quiet --yes pip setuptools \
  && find /opt/taskqueue -name '__pycache__' -prune -exec rm -rf {} +
 
 FROM python:3.11-slim

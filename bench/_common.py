@@ -261,9 +261,11 @@ class Broker:
             return ""
 
     def database_url(self) -> str:
-        """The embedded server's URL (Unix socket in the data dir), for post-run SQL."""
+        """The embedded server's URL (Unix socket in the data dir), for post-run SQL. The
+        server wants a password: the URL names the password file the broker wrote."""
         assert self.tmp is not None
-        return f"postgresql://tq@/taskqueue?host={self.tmp / 'data' / 'run'}&port=5432"
+        data = self.tmp / "data"
+        return f"postgresql://tq@/taskqueue?host={data / 'run'}&port=5432&passfile={data}/passfile"
 
     def stop(self) -> None:
         self._terminate()
@@ -694,10 +696,16 @@ def workers(
     prefetch: int | None = None,
     log_dir: Path | None = None,
     profile_dir: Path | None = None,
+    env: dict[str, str] | None = None,
 ) -> Iterator[list[subprocess.Popen[bytes]]]:
-    """`count` tq-worker processes; SIGTERM (drain) on exit."""
+    """`count` tq-worker processes; SIGTERM (drain) on exit. `env`: extra variables for them
+    (e.g. the task types a bench app registers)."""
     procs: list[subprocess.Popen[bytes]] = []
-    env = {**os.environ, "PYTHONPATH": f"{BENCH_DIR}:{os.environ.get('PYTHONPATH', '')}"}
+    env = {
+        **os.environ,
+        **(env or {}),
+        "PYTHONPATH": f"{BENCH_DIR}:{os.environ.get('PYTHONPATH', '')}",
+    }
     log_dir = log_dir or Path(tempfile.gettempdir())
     logs = []
     try:

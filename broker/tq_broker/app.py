@@ -14,7 +14,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from tq_broker.api import keys, stream, system, tasks, workers
+from tq_broker.api import keys, schedules, stream, system, tasks, workers
 from tq_broker.api.errors import install_error_handlers
 from tq_broker.api.guard import RequestGuard
 from tq_broker.api.limits import BodySizeLimit
@@ -22,6 +22,7 @@ from tq_broker.api.security import RateLimitHeaders
 from tq_broker.broker import open_broker
 from tq_broker.metrics import BrokerMetrics, HttpMetrics
 from tq_broker.settings import BrokerSettings
+from tq_broker.ui import install as install_dashboard
 
 RELEASE_BODY_MAX_BYTES = 256 * 1024
 SMALL_BODY_MAX_BYTES = 64 * 1024
@@ -66,11 +67,15 @@ def create_app(
         version="0.1.0",
         description="REST API of taskqueue, as in shared/spec/API.md.",
         lifespan=lifespan,
+        docs_url=None,  # served from the package by tq_broker.ui, not from a CDN
+        redoc_url=None,
     )
     app.openapi = lambda: _openapi_without_422(app)  # type: ignore[method-assign]
     install_error_handlers(app)
-    for router in (tasks.router, workers.router, keys.router, system.router, stream.router):
+    routers = (tasks.router, workers.router, keys.router, schedules.router, system.router)
+    for router in (*routers, stream.router):
         app.include_router(router)
+    install_dashboard(app)
     # Middleware runs outermost-last-added: size limits, the guard, metrics, then headers.
     app.add_middleware(RateLimitHeaders)
     app.add_middleware(HttpMetrics, metrics=metrics)

@@ -117,6 +117,15 @@ def submitter_of(principal: Principal | None) -> Submitter:
     return Submitter(principal.bucket, principal.key_id, principal.max_pending)
 
 
+def actor_of(principal: Principal | None) -> str:
+    """Who did something, as recorded on the task (an abort): the key's name and id."""
+    if principal is None:
+        return "anonymous (auth off)"
+    if principal.key_id is None:
+        return principal.name
+    return f"{principal.name} ({principal.key_id})"
+
+
 def bearer_token(header: str | None) -> str:
     if header is None:
         raise Unauthenticated("missing API key: send Authorization: Bearer <key>")

@@ -28,6 +28,7 @@ from tq_broker.listener import Listener
 from tq_broker.maintenance.cleaner import Cleaner, CleanerConfig
 from tq_broker.maintenance.reaper import Reaper, ReaperConfig
 from tq_broker.maintenance.rescuer import Rescuer, RescuerConfig
+from tq_broker.maintenance.scheduler import Scheduler, SchedulerConfig
 from tq_broker.metrics import BrokerMetrics
 from tq_broker.migrations import migrate
 from tq_broker.notifier import (
@@ -36,7 +37,9 @@ from tq_broker.notifier import (
     ReadyCheck,
     TaskReadyNotifier,
 )
+from tq_broker.overview import OverviewQueries
 from tq_broker.ratelimit import ClusterRateLimiter, HeartbeatBudget
+from tq_broker.schedules import ScheduleStore
 from tq_broker.services import Job, Schedule, ServiceRunner
 from tq_broker.settings import BrokerSettings
 from tq_broker.task_store import TaskStore
@@ -59,7 +62,8 @@ SHUTDOWN_SECONDS = 15.0  # for the services to stop and close, before the pool c
 KEY_USAGE_FLUSH_SECONDS = 30.0
 BOOTSTRAP_PERMISSIONS = {
     "worker": frozenset({Permission.PROCESS_TASKS}),
-    "operator": frozenset({Permission.READ_TASKS}),
+    # The operator reads queue depth for WorkerPools and syncs TaskSchedules into schedules.
+    "operator": frozenset({Permission.READ_TASKS, Permission.MANAGE_SCHEDULES}),
 }
 
 
@@ -76,11 +80,13 @@ class Broker:
     store: TaskStore
     worker_store: WorkerStore
     keys: ApiKeyStore
+    schedules: ScheduleStore
     heartbeat_budget: HeartbeatBudget
     open_streams: OpenStreams
     authenticator: Authenticator
     task_waits: TaskWaits
     grpc: GrpcServer | None  # None: this replica serves no gRPC
+    overview: OverviewQueries  # the dashboard's overview, shared by every viewer
 
     def begin_stop(self) -> None:
         """On SIGTERM, before anything closes: waiting claims return at once instead of holding
@@ -154,6 +160,7 @@ def maintenance_services(
         connector,
         RescuerConfig(
             deadline_grace_seconds=settings.deadline_grace_seconds,
+            abort_grace_seconds=settings.abort_grace_seconds,
             backoff_base_seconds=settings.backoff_base_seconds,
             backoff_cap_seconds=settings.backoff_cap_seconds,
         ),
@@ -161,10 +168,14 @@ def maintenance_services(
     )
     reaper = Reaper(connector, ReaperConfig(silent_seconds=settings.worker_silent_seconds))
     cleaner = Cleaner(connector, CleanerConfig(retention_seconds=settings.retention_seconds))
+    scheduler = Scheduler(
+        connector, SchedulerConfig(fire_retention_seconds=settings.retention_seconds), events
+    )
     return [
         Schedule(rescuer, settings.rescue_interval_seconds, leader_only=True),
         Schedule(reaper, settings.rescue_interval_seconds, leader_only=True),
         Schedule(cleaner, settings.cleanup_interval_seconds, leader_only=True),
+        Schedule(scheduler, settings.schedule_check_interval_seconds, leader_only=True),
     ]
 
 
@@ -205,6 +216,7 @@ def _build(
         store=store,
         worker_store=WorkerStore(connector, lease_config(settings), events),
         keys=keys,
+        schedules=ScheduleStore(connector, max_payload_bytes=settings.max_payload_bytes),
         heartbeat_budget=HeartbeatBudget(
             settings.lease_ttl_seconds,
             settings.heartbeat_interval_seconds,
@@ -213,6 +225,7 @@ def _build(
         open_streams=OpenStreams(settings.streams_per_key_max),
         authenticator=authenticator,
         task_waits=task_waits,
+        overview=OverviewQueries(connector),
         grpc=grpc,
     )
     services = [

@@ -52,31 +52,74 @@ UNREGISTER_AFTER_IDLE_SECONDS = 5.0
 BUFFER_MAX = 100_000  # events waiting to be sent; beyond it they are dropped (a lossy feed)
 
 
+def _rfc3339(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
+
+
 @dataclass(frozen=True)
 class TaskEvent:
     task_id: str
     task_type: str
     status: str
     updated_at: str  # RFC 3339, UTC
+    # What task control adds (None when absent): the handler's last progress (fraction,
+    # message, updated_at) and an abort (aborted_at, aborted_by).
+    progress: tuple[float, str | None, str] | None = None
+    aborted: tuple[str, str] | None = None
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> TaskEvent:
-        updated: datetime = row["updated_at"]
+        progress = aborted = None
+        if row.get("progress_fraction") is not None:
+            progress = (
+                float(row["progress_fraction"]),
+                row.get("progress_message"),
+                _rfc3339(row["progress_updated_at"]),
+            )
+        if row.get("aborted_at") is not None:
+            aborted = (_rfc3339(row["aborted_at"]), str(row.get("aborted_by")))
         return cls(
             str(row["task_id"]),
             row["task_type"],
             row["status"],
-            updated.isoformat().replace("+00:00", "Z"),
+            _rfc3339(row["updated_at"]),
+            progress,
+            aborted,
+        )
+
+    def wire(self) -> list[Any]:
+        """[id, type, status, updated_at], plus {"progress", "aborted"} when either is set."""
+        item: list[Any] = [self.task_id, self.task_type, self.status, self.updated_at]
+        extra = {
+            name: value
+            for name, value in (("progress", self.progress), ("aborted", self.aborted))
+            if value is not None
+        }
+        return [*item, extra] if extra else item
+
+    @classmethod
+    def from_wire(cls, item: list[Any]) -> TaskEvent:
+        extra = item[4] if len(item) > 4 and isinstance(item[4], dict) else {}
+        progress = extra.get("progress")
+        aborted = extra.get("aborted")
+        task_id, task_type, status, updated_at = map(str, item[:4])
+        return cls(
+            task_id,
+            task_type,
+            status,
+            updated_at,
+            progress=(float(progress[0]), progress[1], str(progress[2])) if progress else None,
+            aborted=(str(aborted[0]), str(aborted[1])) if aborted else None,
         )
 
 
 def encode_events(events: Iterable[TaskEvent]) -> list[str]:
-    """JSON arrays of [id, type, status, updated_at], each under the NOTIFY size limit."""
+    """JSON arrays of `TaskEvent.wire()` items, each under the NOTIFY size limit."""
     payloads: list[str] = []
     chunk: list[str] = []
     size = 2
     for event in events:
-        item = json.dumps([event.task_id, event.task_type, event.status, event.updated_at])
+        item = json.dumps(event.wire())
         if chunk and size + len(item) + 1 > NOTIFY_PAYLOAD_MAX:
             payloads.append("[" + ",".join(chunk) + "]")
             chunk, size = [], 2
@@ -89,8 +132,8 @@ def encode_events(events: Iterable[TaskEvent]) -> list[str]:
 
 def decode_events(payload: str) -> list[TaskEvent]:
     try:
-        return [TaskEvent(*map(str, item)) for item in json.loads(payload)]
-    except (ValueError, TypeError):
+        return [TaskEvent.from_wire(item) for item in json.loads(payload)]
+    except (ValueError, TypeError, IndexError, KeyError):
         log.warning("ignoring a malformed event notification")
         return []
 
@@ -116,13 +159,16 @@ class EventPublisher:
         self._buffer: list[TaskEvent] = []
         self._pending = asyncio.Event()
 
-    async def publish_rows(self, rows: Iterable[Mapping[str, Any]]) -> None:
+    async def publish_rows(
+        self, rows: Iterable[Mapping[str, Any]], transitions: bool = True
+    ) -> None:
         """Queue the changes a committed statement returned (task_id, task_type, status,
-        updated_at)."""
+        updated_at). `transitions=False`: the status did not change (progress, an abort
+        request), so the transition counters do not count them."""
         rows = list(rows)
         if not rows:
             return
-        if self._on_change is not None:
+        if self._on_change is not None and transitions:
             self._on_change(rows)
         if len(self._buffer) < BUFFER_MAX:
             self._buffer.extend(TaskEvent.from_row(r) for r in rows)

@@ -4,15 +4,22 @@ Two kinds, and the rule that keeps sums right across replicas:
 - Events this replica caused (status transitions, HTTP requests, task durations, queue waits,
   rate-limited requests) are counters and histograms: each happens on exactly one replica,
   so `sum()` across replicas is the cluster's total.
-- The queue's state (pending by type and priority, in progress, workers connected) is the
-  same from every replica, so only the leader exports it; the others export no sample. A
-  `sum()` is therefore not double-counted. During a leader change the series may be absent
-  for a moment.
+- The queue's state (pending, scheduled, in progress, dead letters, the oldest ready task's
+  age, workers connected) is the same from every replica, so only the leader exports it; the
+  others export no sample. A `sum()` is therefore not double-counted. During a leader change
+  the series may be absent for a moment. On the leader every one of them is always present:
+  `tq_tasks_pending 0` when nothing waits, never a missing series (an alert on "no samples"
+  cannot tell an empty queue from a broken exporter).
+
+`tq_tasks_pending` is the contract's unlabelled total; the per-type and priority breakdown
+is `tq_tasks_pending_by_type{task_type,priority}`, so `sum(tq_tasks_pending)` never adds the
+total to its own parts.
 
 Label cardinality is bounded: the first `task_types_max` task types a replica sees get their
 own `task_type` label, every later one counts as `other` (one key creating 50,000 task types
 once grew /metrics to 15 MB). The pending gauge shows the `task_types_max` largest types and
-sums the rest into `other`.
+sums the rest into `other`; the per-type dead-letter counts and oldest ages keep the same
+types (`other` takes the rest: their sum, and their oldest age).
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -46,6 +53,9 @@ class QueueSnapshot:
     pending: list[tuple[str, str, int]]  # (task_type, priority bucket, count)
     in_progress: int
     workers: int
+    scheduled: int = 0  # waiting for schedule_at or a retry's backoff
+    oldest_ready_seconds: dict[str, float] = field(default_factory=dict)  # by task_type
+    dead_letter: dict[str, int] = field(default_factory=dict)  # by task_type
 
 
 class TaskTypeLabels:
@@ -64,18 +74,65 @@ class TaskTypeLabels:
         return OTHER
 
 
+def top_types(counts: Mapping[str, int], limit: int) -> set[str]:
+    """The `limit` task types with the highest counts (ties by name)."""
+    return set(sorted(counts, key=lambda t: (-counts[t], t))[:limit])
+
+
 def top_pending(pending: Iterable[tuple[str, str, int]], limit: int) -> list[tuple[str, str, int]]:
     """The `limit` task types with the most pending tasks; the rest summed as `other`."""
     by_type: dict[str, int] = {}
     rows = list(pending)
     for task_type, _, count in rows:
         by_type[task_type] = by_type.get(task_type, 0) + count
-    kept = set(sorted(by_type, key=lambda t: (-by_type[t], t))[:limit])
+    kept = top_types(by_type, limit)
     merged: dict[tuple[str, str], int] = {}
     for task_type, priority, count in rows:
         key = (task_type if task_type in kept else OTHER, priority)
         merged[key] = merged.get(key, 0) + count
     return [(t, p, n) for (t, p), n in sorted(merged.items())]
+
+
+def folded(values: Mapping[str, float], kept: set[str], combine: Any) -> dict[str, float]:
+    """`values` by task type, with the types not `kept` folded into `other` by `combine`."""
+    out: dict[str, float] = {}
+    for task_type, value in values.items():
+        key = task_type if task_type in kept else OTHER
+        out[key] = combine(out[key], value) if key in out else value
+    return out
+
+
+def queue_snapshot(
+    waiting: Iterable[Mapping[str, Any]],
+    dead: Iterable[Mapping[str, Any]],
+    counts: Mapping[str, Any],
+    limit: int,
+) -> QueueSnapshot:
+    """The leader's gauges from the rows of metrics_waiting, metrics_dead_letter and
+    metrics_counts, each with at most `limit` task types plus `other`."""
+    rows = list(waiting)
+    pending = top_pending(((r["task_type"], r["priority"], r["pending"]) for r in rows), limit)
+    kept = {task_type for task_type, _, _ in pending}
+    oldest: dict[str, float] = {}
+    for row in rows:
+        task_type = row["task_type"]
+        oldest[task_type] = max(oldest.get(task_type, 0.0), float(row["oldest_ready_seconds"]))
+    dead_by_type = {r["task_type"]: int(r["dead_letter"]) for r in dead}
+    return QueueSnapshot(
+        pending=pending,
+        in_progress=int(counts["in_progress"]),
+        workers=int(counts["workers"]),
+        scheduled=sum(int(r["scheduled"]) for r in rows),
+        oldest_ready_seconds=folded(oldest, kept, max),
+        dead_letter={
+            k: int(v)
+            for k, v in folded(dead_by_type, top_types(dead_by_type, limit), sum_two).items()
+        },
+    )
+
+
+def sum_two(a: float, b: float) -> float:
+    return a + b
 
 
 class QueueStateCollector(Collector):
@@ -86,23 +143,41 @@ class QueueStateCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         snapshot = self.snapshot
-        pending = GaugeMetricFamily(
-            "tq_tasks_pending",
-            "Pending tasks (exported by the leader only)",
+        leader = "(exported by the leader only)"
+        pending = GaugeMetricFamily("tq_tasks_pending", f"Pending tasks {leader}")
+        by_type = GaugeMetricFamily(
+            "tq_tasks_pending_by_type",
+            f"Pending tasks by task type and priority bucket {leader}",
             labels=["task_type", "priority"],
         )
-        in_progress = GaugeMetricFamily(
-            "tq_tasks_in_progress", "Tasks claimed by workers (exported by the leader only)"
+        scheduled = GaugeMetricFamily(
+            "tq_tasks_scheduled",
+            f"Tasks waiting for their schedule_at or a retry's backoff {leader}",
         )
-        workers = GaugeMetricFamily(
-            "tq_workers_connected", "Workers not offline (exported by the leader only)"
+        in_progress = GaugeMetricFamily("tq_tasks_in_progress", f"Tasks claimed {leader}")
+        oldest = GaugeMetricFamily(
+            "tq_oldest_pending_age_seconds",
+            f"Seconds the oldest ready, unclaimed task of a type has waited {leader}",
+            labels=["task_type"],
         )
+        dead = GaugeMetricFamily(
+            "tq_tasks_dead_letter",
+            f"Dead-lettered tasks by task type {leader}",
+            labels=["task_type"],
+        )
+        workers = GaugeMetricFamily("tq_workers_connected", f"Workers not offline {leader}")
         if snapshot is not None:
+            pending.add_metric([], sum(count for _, _, count in snapshot.pending))
             for task_type, priority, count in snapshot.pending:
-                pending.add_metric([task_type, priority], count)
+                by_type.add_metric([task_type, priority], count)
+            scheduled.add_metric([], snapshot.scheduled)
             in_progress.add_metric([], snapshot.in_progress)
+            for task_type, seconds in sorted(snapshot.oldest_ready_seconds.items()):
+                oldest.add_metric([task_type], seconds)
+            for task_type, count in sorted(snapshot.dead_letter.items()):
+                dead.add_metric([task_type], count)
             workers.add_metric([], snapshot.workers)
-        yield from (pending, in_progress, workers)
+        yield from (pending, by_type, scheduled, in_progress, oldest, dead, workers)
 
     def describe(self) -> Iterable[Metric]:
         return []
@@ -173,16 +248,12 @@ class BrokerMetrics:
         if not elector.is_leader:
             self.queue_state.snapshot = None
             return
-        pending = await connector.fetch_all("metrics_pending")
+        waiting = await connector.fetch_all("metrics_waiting")
+        dead = await connector.fetch_all("metrics_dead_letter")
         counts = await connector.fetch_one("metrics_counts")
         assert counts is not None
-        self.queue_state.snapshot = QueueSnapshot(
-            top_pending(
-                ((r["task_type"], r["priority"], r["pending"]) for r in pending),
-                self.task_type_label.limit,
-            ),
-            counts["in_progress"],
-            counts["workers"],
+        self.queue_state.snapshot = queue_snapshot(
+            waiting, dead, counts, self.task_type_label.limit
         )
 
 

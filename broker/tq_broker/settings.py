@@ -20,6 +20,7 @@ from tq_broker.ratelimit import BURST_DEFAULT, HEARTBEAT_BURST_DEFAULT, RATE_DEF
 from tq_broker.retry_policy import BACKOFF_BASE_SECONDS_DEFAULT, BACKOFF_CAP_SECONDS_DEFAULT
 from tq_broker.task_store import PAYLOAD_LIMIT_BYTES_DEFAULT
 from tq_broker.task_waits import MAX_WAITERS_DEFAULT
+from tq_client.protocol import ABORT_GRACE_SECONDS_DEFAULT
 
 BOOTSTRAP_KEY_MIN_LENGTH = 32  # guessing it must be hopeless
 
@@ -106,7 +107,11 @@ class BrokerSettings(BaseSettings):
     )
 
     # Workers and leases
-    heartbeat_interval_seconds: float = Field(5.0, gt=0, description="Workers beat this often.")
+    heartbeat_interval_seconds: float = Field(
+        2.0,
+        gt=0,
+        description="Workers beat this often; an abort reaches a running task's worker within it.",
+    )
     lease_ttl_seconds: float = Field(
         30.0, gt=0, description="A claim's lease lasts this long unless a heartbeat renews it."
     )
@@ -144,6 +149,12 @@ class BrokerSettings(BaseSettings):
     deadline_grace_seconds: float = Field(
         30.0, ge=0, description="Added to timeout_seconds before the hard deadline rescues."
     )
+    abort_grace_seconds: float = Field(
+        ABORT_GRACE_SECONDS_DEFAULT,
+        ge=0,
+        description="An aborted handler gets this long to stop before its worker abandons it "
+        "(the task ends cancelled either way).",
+    )
     worker_silent_seconds: float = Field(
         30.0, gt=0, description="A worker without heartbeats this long is marked offline."
     )
@@ -152,6 +163,9 @@ class BrokerSettings(BaseSettings):
     )
     rescue_interval_seconds: float = Field(1.0, gt=0, description="How often leases are checked.")
     cleanup_interval_seconds: float = Field(60.0, gt=0, description="How often retention runs.")
+    schedule_check_interval_seconds: float = Field(
+        1.0, gt=0, description="How often the leader looks for due periodic schedules."
+    )
     leader_lease_seconds: float = Field(
         5.0, gt=0, description="A silent leader loses leadership after about this long."
     )

@@ -22,6 +22,7 @@ from tq_client.models import (
     MAX_RETRIES_DEFAULT,
     TIMEOUT_SECONDS_DEFAULT,
     UNSERVED_TASK_TYPES_MAX,
+    AbortTaskResponse,
     QueueDepth,
     QueueDepthByPriority,
     Stats,
@@ -190,7 +191,13 @@ class TaskStore:
         row = await self._db.fetch_one("task_get", {"task_id": task_id})
         if row is None:
             raise NotFound(f"task {task_id} not found")
-        return TaskDetail.model_validate(_bytes_columns(row, "result"))
+        return TaskDetail.model_validate(_progress_column(_bytes_columns(row, "result")))
+
+    async def task_payload(self, task_id: UUID) -> bytes:
+        row = await self._db.fetch_one("task_payload", {"task_id": task_id})
+        if row is None:
+            raise NotFound(f"task {task_id} not found")
+        return bytes(row["payload"])
 
     async def task_attempts(self, task_id: UUID) -> list[TaskAttempt]:
         """Oldest first; at most ATTEMPTS_KEPT (the claim trims older ones)."""
@@ -222,6 +229,18 @@ class TaskStore:
         if row is None:
             raise NotFound(f"task {task_id} not found")
         raise Conflict(f"task {task_id} is {row['status']}; only pending tasks can be cancelled")
+
+    async def task_abort(self, task_id: UUID, aborted_by: str) -> AbortTaskResponse:
+        """Cancel a waiting task now, or mark a running one for its worker to stop. Repeats
+        answer as the first did (who and when are kept); a finished task is a Conflict."""
+        row = await self._db.fetch_one("task_abort", {"task_id": task_id, "aborted_by": aborted_by})
+        if row is not None:
+            await self._events.publish_rows([row], transitions=row["status"] == "cancelled")
+            return AbortTaskResponse.model_validate(row)
+        current = await self._db.fetch_one("task_status", {"task_id": task_id})
+        if current is None:
+            raise NotFound(f"task {task_id} not found")
+        raise Conflict(f"task {task_id} is {current['status']}; it can no longer be aborted")
 
     async def stats(self) -> Stats:
         row = await self._db.fetch_one("stats")
@@ -263,6 +282,27 @@ class TaskStore:
         raise Conflict(
             f"task {task_id} is {current['status']}; only dead_letter tasks can be requeued"
         )
+
+    async def task_requeue_many(
+        self, task_type: str | None, task_ids: list[UUID] | None, limit: int
+    ) -> tuple[list[UUID], bool]:
+        """Admin: requeue up to `limit` matching dead letters in one statement; returns their
+        ids and whether matching dead letters remain."""
+        params = {"task_type": task_type, "task_ids": task_ids, "limit": limit}
+        rows = await self._db.fetch_all("task_requeue_many", params)
+        await self._events.publish_rows(rows)
+        remaining = await self._db.fetch_one("task_dead_letter_exists", params)
+        return [row["task_id"] for row in rows], bool(remaining and remaining["remaining"])
+
+
+def _progress_column(row: dict[str, Any]) -> dict[str, Any]:
+    """The three progress columns as the one `progress` object (or None)."""
+    fraction = row.pop("progress_fraction", None)
+    message = row.pop("progress_message", None)
+    updated_at = row.pop("progress_updated_at", None)
+    if fraction is not None:
+        row["progress"] = {"fraction": fraction, "message": message, "updated_at": updated_at}
+    return row
 
 
 def _bytes_columns(row: dict[str, Any], *names: str) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from typing import Any
 from uuid import UUID
 
 from tq_broker.auth import Forbidden
-from tq_broker.connector import Connector
+from tq_broker.connector import Connector, Session
 from tq_broker.errors import Conflict, InvalidRequest, NotFound, PayloadTooLarge
 from tq_broker.events import EventPublisher
 from tq_broker.notifier import TaskReadyNotifier
@@ -145,21 +145,38 @@ class WorkerStore:
                     f"a heartbeat renews at most {alive['lease_max']} leases (the worker's "
                     f"concurrency + prefetch); this one has {len(beat.leases)}"
                 )
-            renewed: set[UUID] = set()
-            if beat.leases:
-                rows = await tx.fetch_all(
-                    "task_renew_leases",
-                    {
-                        "worker_id": worker_id,
-                        "lease_ttl_seconds": self.config.lease_ttl_seconds,
-                        "task_ids": [lease.task_id for lease in beat.leases],
-                        "lease_tokens": [lease.lease_token for lease in beat.leases],
-                    },
-                )
-                renewed = {row["task_id"] for row in rows}
+            rows = await self._renew_leases(tx, worker_id, beat) if beat.leases else []
+        await self._events.publish_rows(
+            [row for row in rows if row["progressed"]], transitions=False
+        )
+        renewed = {row["task_id"] for row in rows}
         held = [lease.task_id for lease in beat.leases]
         return HeartbeatResponse(
-            renewed=[t for t in held if t in renewed], abandon=[t for t in held if t not in renewed]
+            renewed=[t for t in held if t in renewed],
+            abandon=[t for t in held if t not in renewed],
+            abort=[row["task_id"] for row in rows if row["abort"]],
+        )
+
+    async def _renew_leases(
+        self, tx: Session, worker_id: str, beat: HeartbeatRequest
+    ) -> list[dict[str, Any]]:
+        """Renew the beat's leases, storing the progress it carries for them (the last report
+        of a task wins); each row says whether the task was asked to abort."""
+        progress = {report.task_id: report for report in beat.progress}
+        reports = [progress.get(lease.task_id) for lease in beat.leases]
+        return await tx.fetch_all(
+            "task_renew_leases",
+            {
+                "worker_id": worker_id,
+                "lease_ttl_seconds": self.config.lease_ttl_seconds,
+                "task_ids": [lease.task_id for lease in beat.leases],
+                "lease_tokens": [lease.lease_token for lease in beat.leases],
+                "fractions": [None if r is None else float(r.fraction) for r in reports],
+                "messages": [
+                    None if r is None or r.message is None else storable_text(r.message)
+                    for r in reports
+                ],
+            },
         )
 
     async def worker_drain(self, worker_id: str, caller: Caller = ANY_CALLER) -> None:
@@ -263,6 +280,7 @@ class WorkerStore:
         durations = [
             Timing(r["task_type"], (r["finished_at"] - r["claimed_at"]).total_seconds())
             for r in rows
+            if r["status"] == "completed"  # not an aborted task (cancelled)
         ]
         return Completed(
             _outcome([t.task_id for t in tasks], {r["task_id"] for r in rows}), durations

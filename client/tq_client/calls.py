@@ -16,6 +16,9 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from tq_client.errors import InvalidRequest, TaskQueueError, error_from_response
 from tq_client.models import (
+    PRIORITY_DEFAULT,
+    WAIT_SECONDS_MAX,
+    AbortTaskResponse,
     CreatedKey,
     CreateKeyRequest,
     Health,
@@ -26,11 +29,13 @@ from tq_client.models import (
     SubmitBatchResponse,
     SubmitTaskRequest,
     SubmitTaskResponse,
+    TaskAttempt,
     TaskDetail,
     TaskStatus,
     TaskSummary,
     WorkerInfo,
 )
+from tq_client.payloads import NO_JSON, payload_bytes
 
 DEFAULT_TIMEOUT_SECONDS = 10.0
 USER_AGENT = "tq-client/0.1"
@@ -41,6 +46,7 @@ TaskSummaries = list[TaskSummary]
 Submitted = list[SubmitTaskResponse]
 Workers = list[WorkerInfo]
 Keys = list[KeyInfo]
+Attempts = list[TaskAttempt]
 
 
 @dataclass(frozen=True)
@@ -54,6 +60,8 @@ class Call(Generic[T]):
     params: tuple[tuple[str, str], ...] = ()
     body: BaseModel | None = None
     headers: dict[str, str] = field(default_factory=dict)
+    # Seconds the broker may take on purpose (a long-poll) on top of the client's timeout.
+    holds_seconds: float = 0.0
 
     def request(
         self,
@@ -70,12 +78,22 @@ class Call(Generic[T]):
         if self.body is not None:
             content = self.body.model_dump_json(exclude_none=True).encode()
             headers["Content-Type"] = "application/json"
+        extra: dict[str, Any] = {}
+        if self.holds_seconds:
+            base = http.timeout
+            extra["timeout"] = httpx.Timeout(
+                connect=base.connect,
+                read=None if base.read is None else base.read + self.holds_seconds,
+                write=base.write,
+                pool=base.pool,
+            )
         return http.build_request(
             self.method,
             self.path if base_url is None else f"{base_url.rstrip('/')}{self.path}",
             params=self.params,
             content=content,
             headers=headers,
+            **extra,
         )
 
     def result(self, response: httpx.Response) -> T:
@@ -126,19 +144,44 @@ def _segment(value: UUID | str) -> str:
     return quote(str(value), safe="")
 
 
-def submit_call(
+def task_request(
     task_type: str,
-    payload: bytes,
-    priority: int,
-    schedule_at: datetime | None,
-    timeout_seconds: int,
-    max_retries: int,
-    idempotency_key: str | None,
-) -> Call[SubmitTaskResponse]:
-    body = _build(
+    payload: bytes = b"",
+    *,
+    json: Any = NO_JSON,
+    priority: int = PRIORITY_DEFAULT,
+    schedule_at: datetime | None = None,
+    timeout_seconds: int | None = None,
+    max_retries: int | None = None,
+) -> SubmitTaskRequest:
+    """One task for `submit_batch`, with `submit`'s rules: `payload` bytes or `json=` a value
+    (TypeError otherwise — the wire model itself would read a str as base64)."""
+    return _build(
         SubmitTaskRequest,
         task_type=task_type,
-        payload=payload,
+        payload=payload_bytes(payload, json),
+        priority=priority,
+        schedule_at=schedule_at,
+        timeout_seconds=timeout_seconds,
+        max_retries=max_retries,
+    )
+
+
+def submit_call(
+    task_type: str,
+    payload: object,
+    priority: int,
+    schedule_at: datetime | None,
+    timeout_seconds: int | None,
+    max_retries: int | None,
+    idempotency_key: str | None,
+    json: Any = NO_JSON,
+) -> Call[SubmitTaskResponse]:
+    """The submit request; a payload that is not bytes raises TypeError here, unsent."""
+    body = task_request(
+        task_type,
+        payload,  # type: ignore[arg-type]  # checked at run time: any object is refused here
+        json=json,
         priority=priority,
         schedule_at=schedule_at,
         timeout_seconds=timeout_seconds,
@@ -191,12 +234,28 @@ def create_key_call(
     return Call("POST", "/api/v1/keys", _model(CreatedKey), frozenset({201}), body=body)
 
 
-def get_call(task_id: UUID | str) -> Call[TaskDetail]:
-    return Call("GET", f"/api/v1/tasks/{_segment(task_id)}", _model(TaskDetail))
+def get_call(task_id: UUID | str, wait_seconds: float | None = None) -> Call[TaskDetail]:
+    """GET a task; with `wait_seconds` (0-60) the broker answers once it is terminal, or then."""
+    path = f"/api/v1/tasks/{_segment(task_id)}"
+    if wait_seconds is None:
+        return Call("GET", path, _model(TaskDetail))
+    seconds = min(max(wait_seconds, 0.0), float(WAIT_SECONDS_MAX))
+    params = (("wait", f"{seconds:.3f}".rstrip("0").rstrip(".")),)
+    return Call("GET", path, _model(TaskDetail), params=params, holds_seconds=seconds)
+
+
+def attempts_call(task_id: UUID | str) -> Call[Attempts]:
+    path = f"/api/v1/tasks/{_segment(task_id)}/attempts"
+    return Call("GET", path, _models(TaskAttempt))
 
 
 def cancel_call(task_id: UUID | str) -> Call[None]:
     return Call("DELETE", f"/api/v1/tasks/{_segment(task_id)}", _nothing, frozenset({204}))
+
+
+def abort_call(task_id: UUID | str) -> Call[AbortTaskResponse]:
+    path = f"/api/v1/tasks/{_segment(task_id)}/abort"
+    return Call("POST", path, _model(AbortTaskResponse), frozenset({200, 202}))
 
 
 def requeue_call(task_id: UUID | str) -> Call[SubmitTaskResponse]:

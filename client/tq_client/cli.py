@@ -2,13 +2,17 @@
 
 Owns argument parsing, one small handler per command, and the exit codes: 0 done, 1 the broker
 refused (API error), 2 usage error (including arguments the wire models refuse before anything
-is sent), 3 broker unreachable. Tables and documents come from `render`. The one thing not to
-break: a failure is one line on stderr (`tq-admin: ...`) and an exit code, never a traceback.
+is sent), 3 broker unreachable. `wait` and `submit --wait` exit 0 only when the task completed,
+1 when it ended otherwise (dead_letter, cancelled) or the wait timed out. Tables and documents
+come from `render`. The one thing not to break: a failure is one line on stderr
+(`tq-admin: ...`) and an exit code, never a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import json as jsonlib
+import logging
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -19,7 +23,8 @@ from uuid import UUID
 
 import httpx
 from pydantic import BaseModel
-from rich.console import Console, RenderableType
+from rich.console import Console, Group, RenderableType
+from rich.text import Text
 
 from tq_client import render
 from tq_client.client import (
@@ -29,20 +34,46 @@ from tq_client.client import (
     TaskQueueClient,
     TaskQueueError,
     Unreachable,
+    WaitTimeout,
+)
+from tq_client.connection import DEFAULT_URL, api_key, broker_url
+from tq_client.logs import (
+    LOG_LEVEL_ENV,
+    add_logging_arguments,
+    configure_logging,
+    default_log_format,
 )
 from tq_client.models import (
     MAX_RETRIES_DEFAULT,
     PERMISSIONS,
     PRIORITY_DEFAULT,
     TIMEOUT_SECONDS_DEFAULT,
+    QueueDepthByPriority,
+    TaskAttempt,
+    TaskDetail,
     TaskStatus,
 )
+from tq_client.payloads import encode_json
 
 PROG = "tq-admin"
-DEFAULT_URL = "http://127.0.0.1:8080"
+WAIT_FOREVER = -1.0  # `--wait` without SECONDS
+DISCOVERY_LIST_LIMIT = 1000  # newest waiting tasks read to find task types for queue-depth
+QUEUE_DEPTH_TYPES_MAX = 100  # task types one queue-depth request may name
 EXIT_OK, EXIT_API_ERROR, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 PIPE_WIDTH = 1000  # a table printed to a pipe is never wrapped to a terminal's width
 KEY_WARNING = "warning: store this secret now; it will not be shown again"
+
+
+class TaskWithAttempts(TaskDetail):
+    """`status --format json|yaml`: the task body with its kept attempts."""
+
+    attempts: list[TaskAttempt] = []
+
+
+class QueueDepthView(QueueDepthByPriority):
+    """`queue-depth --format json|yaml`: the contract's counts, and the unserved task types."""
+
+    unserved_task_types: list[str] = []
 
 
 class UsageError(Exception):
@@ -82,6 +113,16 @@ def url_arg(text: str) -> str:
     return text
 
 
+def seconds_arg(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not seconds >= 0 or seconds == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number of seconds >= 0, got {text!r}")
+    return seconds
+
+
 def timestamp_arg(text: str) -> datetime:
     try:
         moment = datetime.fromisoformat(text)
@@ -96,6 +137,11 @@ def timestamp_arg(text: str) -> datetime:
 
 
 def read_payload(args: argparse.Namespace) -> bytes:
+    if args.json is not None:
+        try:
+            return encode_json(jsonlib.loads(args.json))
+        except ValueError as exc:
+            raise UsageError(f"--json is not a JSON value: {exc}") from None
     if args.payload is not None:
         return str(args.payload).encode("utf-8")
     if args.payload_file is None:
@@ -118,12 +164,43 @@ def cmd_submit(client: TaskQueueClient, args: argparse.Namespace) -> Shown:
         max_retries=args.max_retries,
         idempotency_key=args.idempotency_key,
     )
-    return Shown(submitted, f"Task submitted: {submitted.task_id}")
+    line = f"Task submitted: {submitted.task_id}"
+    if args.wait is None:
+        return Shown(submitted, line)
+    if args.format == "table":  # say which task it is before a wait that may be long
+        print(line, flush=True)
+    return waited(client, submitted.task_id, args.wait)
+
+
+def cmd_wait(client: TaskQueueClient, args: argparse.Namespace) -> Shown:
+    return waited(client, args.task_id, args.timeout)
+
+
+def waited(client: TaskQueueClient, task_id: UUID, timeout: float | None) -> Shown:
+    """Wait for the task; exit 0 if it completed, 1 for any other end (or the timeout)."""
+    task = client.wait(task_id, timeout=None if timeout == WAIT_FOREVER else timeout)
+    code = EXIT_OK if task.status is TaskStatus.COMPLETED else EXIT_API_ERROR
+    return Shown(task, task_view(task), exit_code=code)
+
+
+def task_view(task: TaskDetail, attempts: Sequence[TaskAttempt] = ()) -> RenderableType:
+    parts: list[RenderableType] = [render.task_table(task)]
+    if attempts:
+        parts.append(render.attempts_table(attempts))
+    details = render.error_details(task)
+    if details is not None:
+        parts.append(Text(details))
+    return parts[0] if len(parts) == 1 else Group(*parts)
 
 
 def cmd_status(client: TaskQueueClient, args: argparse.Namespace) -> Shown:
     task = client.get(args.task_id)
-    return Shown(task, render.task_table(task))
+    try:
+        attempts = client.attempts(args.task_id)
+    except NotFound:  # a broker that predates /attempts (or the task was just deleted)
+        attempts = []
+    data = TaskWithAttempts(**task.model_dump(), attempts=attempts)
+    return Shown(data, task_view(task, attempts))
 
 
 def cmd_list(client: TaskQueueClient, args: argparse.Namespace) -> Shown:
@@ -143,7 +220,23 @@ def cmd_workers(client: TaskQueueClient, args: argparse.Namespace) -> Shown:
 
 def cmd_queue_depth(client: TaskQueueClient, args: argparse.Namespace) -> Shown:
     depth = client.stats().queue_depth_by_priority
-    return Shown(depth, render.queue_depth_chart(depth))
+    types = args.type or known_task_types(client)
+    unserved = client.queue_depth(types).unserved_task_types if types else []
+    data = QueueDepthView(**depth.model_dump(), unserved_task_types=unserved)
+    return Shown(data, render.queue_depth_chart(depth, unserved=unserved))
+
+
+def known_task_types(client: TaskQueueClient) -> list[str]:
+    """Task types worth checking for unserved work: those of the newest waiting tasks (the
+    broker has no list of types) and those workers registered, at most QUEUE_DEPTH_TYPES_MAX."""
+    types: dict[str, None] = {}
+    for status in (TaskStatus.PENDING, TaskStatus.FAILED):
+        for task in client.list(status, limit=DISCOVERY_LIST_LIMIT):
+            types.setdefault(task.task_type)
+    for worker in client.workers():
+        for name in worker.task_types:
+            types.setdefault(name)
+    return sorted(types)[:QUEUE_DEPTH_TYPES_MAX]
 
 
 def cmd_cluster_status(client: TaskQueueClient, args: argparse.Namespace) -> Shown:
@@ -155,6 +248,13 @@ def cmd_cluster_status(client: TaskQueueClient, args: argparse.Namespace) -> Sho
 def cmd_cancel(client: TaskQueueClient, args: argparse.Namespace) -> Shown:
     client.cancel(args.task_id)
     return Shown(None, f"Task cancelled: {args.task_id}")
+
+
+def cmd_abort(client: TaskQueueClient, args: argparse.Namespace) -> Shown:
+    aborted = client.abort(args.task_id)
+    if aborted.status is TaskStatus.CANCELLED:
+        return Shown(aborted, f"Task cancelled: {aborted.task_id}")
+    return Shown(aborted, f"Abort requested: {aborted.task_id} (its worker is stopping it)")
 
 
 def cmd_requeue(client: TaskQueueClient, args: argparse.Namespace) -> Shown:
@@ -187,9 +287,11 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Administer a taskqueue broker.",
-        epilog="Exit codes: 0 ok, 1 the broker refused, 2 usage error, 3 broker unreachable.",
+        epilog="Exit codes: 0 ok, 1 the broker refused (or a waited-for task did not complete), "
+        "2 usage error, 3 broker unreachable.",
     )
     _connection_options(parser, env)
+    add_logging_arguments(parser)
     # The same options after the command (`tq-admin stats --url ...`), overriding only if given.
     connection = argparse.ArgumentParser(add_help=False)
     _connection_options(connection, None)
@@ -205,7 +307,17 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         return sub
 
     _submit_options(command("submit", cmd_submit, "submit a task", output))
-    status = command("status", cmd_status, "show one task", output)
+    wait = command(
+        "wait", cmd_wait, "wait for a task to finish (exit 0 if it completed, else 1)", output
+    )
+    wait.add_argument("task_id", type=uuid_arg)
+    wait.add_argument(
+        "--timeout",
+        type=seconds_arg,
+        default=WAIT_FOREVER,
+        help="give up (exit 1) after this many seconds (default: wait as long as it takes)",
+    )
+    status = command("status", cmd_status, "show one task and its attempts", output)
     status.add_argument("task_id", type=uuid_arg)
     listing = command("list", cmd_list, "list tasks, newest first", output)
     listing.add_argument("--status", choices=[s.value for s in TaskStatus])
@@ -214,12 +326,30 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     listing.add_argument("--offset", type=int)
     command("stats", cmd_stats, "queue statistics", output)
     command("workers", cmd_workers, "connected workers", output)
-    command("queue-depth", cmd_queue_depth, "pending tasks by priority, as bars", output)
+    depth = command(
+        "queue-depth",
+        cmd_queue_depth,
+        "pending tasks by priority, as bars; names task types no online worker serves",
+        output,
+    )
+    depth.add_argument(
+        "--type",
+        action="append",
+        help="check these task types for unserved work (repeat; default: the types of waiting "
+        "tasks and of registered workers)",
+    )
     command("cluster-status", cmd_cluster_status, "broker health (exit 1 if degraded)", output)
     command("cancel", cmd_cancel, "cancel a pending task").add_argument("task_id", type=uuid_arg)
+    abort = command("abort", cmd_abort, "abort a task, running or not", output)
+    abort.add_argument("task_id", type=uuid_arg)
     requeue = command("requeue", cmd_requeue, "requeue a dead-lettered task (admin)", output)
     requeue.add_argument("task_id", type=uuid_arg)
     _keys_commands(commands.add_parser("keys", help="API keys (admin)"), connection, output)
+    # Imported here: schedule_cli builds on this module's Shown and read_payload.
+    from tq_client.schedule_cli import add_schedule_commands
+
+    schedules = commands.add_parser("schedules", help="periodic schedules (manage_schedules)")
+    add_schedule_commands(schedules, connection, output)
     return parser
 
 
@@ -233,12 +363,12 @@ def _connection_options(parser: argparse.ArgumentParser, env: Mapping[str, str] 
     parser.add_argument(
         "--url",
         type=url_arg,
-        default=default(given.get("TQ_URL", DEFAULT_URL)),
-        help=f"broker URL ($TQ_URL, default {DEFAULT_URL})",
+        default=default(broker_url(given, DEFAULT_URL)),
+        help=f"broker URL ($TQ_URL or $TQ_BROKER_URL, default {DEFAULT_URL})",
     )
     parser.add_argument(
         "--api-key",
-        default=default(given.get("TQ_API_KEY")),
+        default=default(api_key(given)),
         help="API key ($TQ_API_KEY, which keeps it out of `ps`)",
     )
     parser.add_argument(
@@ -254,6 +384,7 @@ def _submit_options(sub: argparse.ArgumentParser) -> None:
     payload = sub.add_mutually_exclusive_group()
     payload.add_argument("--payload-file", help="file whose bytes are the payload (- for stdin)")
     payload.add_argument("--payload", help="payload as text (UTF-8)")
+    payload.add_argument("--json", help="payload as a JSON value, e.g. '{\"width\": 640}'")
     sub.add_argument("--priority", type=int, default=PRIORITY_DEFAULT, help="0-255, high >= 200")
     sub.add_argument(
         "--schedule-at", type=timestamp_arg, help="RFC 3339, e.g. 2030-01-01T12:00:00Z"
@@ -262,11 +393,24 @@ def _submit_options(sub: argparse.ArgumentParser) -> None:
         "--timeout",
         dest="timeout_seconds",
         type=int,
-        default=TIMEOUT_SECONDS_DEFAULT,
-        help="seconds the task may run",
+        help=f"seconds the task may run (default: its workers' default for the type, else "
+        f"{TIMEOUT_SECONDS_DEFAULT})",
     )
-    sub.add_argument("--max-retries", type=int, default=MAX_RETRIES_DEFAULT)
+    sub.add_argument(
+        "--max-retries",
+        type=int,
+        help=f"(default: its workers' default for the type, else {MAX_RETRIES_DEFAULT})",
+    )
     sub.add_argument("--idempotency-key", help="a repeat with the same key returns the first task")
+    sub.add_argument(
+        "--wait",
+        type=seconds_arg,
+        nargs="?",
+        const=WAIT_FOREVER,
+        metavar="SECONDS",
+        help="wait for the task to finish and print it (exit 0 if it completed, else 1); "
+        "with SECONDS, give up after that long",
+    )
 
 
 def _keys_commands(
@@ -332,6 +476,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         with TaskQueueClient(args.url, args.api_key, args.request_timeout) as client:
             shown = handler(client, args)
+    except WaitTimeout as exc:
+        return fail(str(exc), EXIT_API_ERROR)
     except Unreachable as exc:
         return fail(exc.message, EXIT_UNREACHABLE)
     except InvalidRequest as exc:
@@ -344,8 +490,34 @@ def run(args: argparse.Namespace) -> int:
     return shown.exit_code
 
 
+class _Stderr:
+    """Whatever sys.stderr is when a record is written (tests swap it between runs)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
+def setup_logging(args: argparse.Namespace, env: Mapping[str, str]) -> None:
+    """The shared format (--log-format / TQ_LOG_FORMAT). A command line's own output is its
+    stdout, so only warnings are logged unless --log-level / TQ_LOG_LEVEL asks for more, and
+    httpx's line per request only at debug."""
+    log_format = args.log_format or default_log_format()
+    level = args.log_level or env.get(LOG_LEVEL_ENV, "").strip().lower() or "warning"
+    configure_logging(log_format, level, stream=_Stderr())  # type: ignore[arg-type]
+    quiet = logging.DEBUG if level == "debug" else logging.WARNING
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(quiet)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser(os.environ).parse_args(argv)
+    try:
+        setup_logging(args, os.environ)
+    except ValueError as exc:  # a bad TQ_LOG_FORMAT / TQ_LOG_LEVEL
+        return fail(str(exc), EXIT_USAGE)
     try:
         return run(args)
     except KeyboardInterrupt:

@@ -9,10 +9,12 @@ disagree about a route, and no broker error escapes as anything but a `TaskQueue
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from types import TracebackType
-from typing import Self
+from typing import Any, Self, overload
 from uuid import UUID
 
 import httpx
@@ -23,12 +25,15 @@ from tq_client.calls import (
     LIST_KEYS,
     STATS,
     WORKERS,
+    Attempts,
     Call,
     Keys,
     Submitted,
     T,
     TaskSummaries,
     Workers,
+    abort_call,
+    attempts_call,
     cancel_call,
     client_options,
     create_key_call,
@@ -53,9 +58,8 @@ from tq_client.errors import (  # re-exported: users catch them from here
     transport_error,
 )
 from tq_client.models import (
-    MAX_RETRIES_DEFAULT,
     PRIORITY_DEFAULT,
-    TIMEOUT_SECONDS_DEFAULT,
+    AbortTaskResponse,
     CreatedKey,
     Health,
     QueueDepth,
@@ -65,6 +69,19 @@ from tq_client.models import (
     TaskDetail,
     TaskStatus,
 )
+from tq_client.payloads import NO_JSON
+from tq_client.schedules import (
+    TIMEZONE_DEFAULT,
+    MissedFires,
+    ScheduleInfo,
+    Schedules,
+    create_schedule_call,
+    delete_schedule_call,
+    get_schedule_call,
+    list_schedules_call,
+    update_schedule_call,
+)
+from tq_client.waiting import WaitPlan, WaitTimeout
 
 __all__ = [
     "DEFAULT_TIMEOUT_SECONDS",
@@ -79,6 +96,7 @@ __all__ = [
     "Unauthorized",
     "Unavailable",
     "Unreachable",
+    "WaitTimeout",
 ]
 
 
@@ -113,28 +131,90 @@ class TaskQueueClient:
             raise transport_error(self.base_url, exc) from exc
         return call.result(response)
 
+    @overload
     def submit(
         self,
         task_type: str,
         payload: bytes = b"",
+        *,
+        json: Any = NO_JSON,
         priority: int = PRIORITY_DEFAULT,
         schedule_at: datetime | None = None,
-        timeout_seconds: int = TIMEOUT_SECONDS_DEFAULT,
-        max_retries: int = MAX_RETRIES_DEFAULT,
+        timeout_seconds: int | None = None,
+        max_retries: int | None = None,
         idempotency_key: str | None = None,
-    ) -> SubmitTaskResponse:
-        """Submit one task; a repeated `idempotency_key` with the same body returns the first."""
-        return self._send(
-            submit_call(
-                task_type,
-                payload,
-                priority,
-                schedule_at,
-                timeout_seconds,
-                max_retries,
-                idempotency_key,
-            )
+        wait: None = None,
+    ) -> SubmitTaskResponse: ...
+
+    @overload
+    def submit(
+        self,
+        task_type: str,
+        payload: bytes = b"",
+        *,
+        json: Any = NO_JSON,
+        priority: int = PRIORITY_DEFAULT,
+        schedule_at: datetime | None = None,
+        timeout_seconds: int | None = None,
+        max_retries: int | None = None,
+        idempotency_key: str | None = None,
+        wait: float,
+    ) -> TaskDetail: ...
+
+    def submit(
+        self,
+        task_type: str,
+        payload: bytes = b"",
+        *,
+        json: Any = NO_JSON,
+        priority: int = PRIORITY_DEFAULT,
+        schedule_at: datetime | None = None,
+        timeout_seconds: int | None = None,
+        max_retries: int | None = None,
+        idempotency_key: str | None = None,
+        wait: float | None = None,
+    ) -> SubmitTaskResponse | TaskDetail:
+        """Submit one task: `payload` bytes, or `json=` any JSON value (sent as UTF-8 JSON).
+
+        Anything else as `payload` (a str, a dict) raises TypeError before a request is made.
+        `timeout_seconds` / `max_retries` left out: the defaults its workers registered for the
+        type (else 300 s and 3). A repeated `idempotency_key` with the same body returns the
+        first task. With `wait=` seconds, waits for the task to finish and returns it (see
+        `wait`); without, returns its id and status at once.
+        """
+        call = submit_call(
+            task_type,
+            payload,
+            priority,
+            schedule_at,
+            timeout_seconds,
+            max_retries,
+            idempotency_key,
+            json,
         )
+        submitted = self._send(call)
+        if wait is None:
+            return submitted
+        return self.wait(submitted.task_id, timeout=wait)
+
+    def wait(self, task_id: UUID | str, timeout: float | None = None) -> TaskDetail:
+        """The task once it is completed, dead_letter or cancelled; `WaitTimeout` (a
+        TimeoutError carrying the task as last seen) if it is not within `timeout` seconds.
+        `timeout=None` waits as long as it takes. Check `status`: a failed task is returned,
+        not raised."""
+        plan = WaitPlan(task_id, timeout)
+        while True:
+            try:
+                task = self._send(plan.next_call())
+            except Unavailable:
+                pause = plan.retry_pause()
+                if pause is None:
+                    raise
+                time.sleep(pause)
+                continue
+            if plan.finished(task):
+                return task
+            time.sleep(plan.pause())
 
     def submit_batch(self, tasks: Sequence[SubmitTaskRequest]) -> Submitted:
         """Submit 1-1000 tasks, all or none; answers in request order."""
@@ -142,6 +222,10 @@ class TaskQueueClient:
 
     def get(self, task_id: UUID | str) -> TaskDetail:
         return self._send(get_call(task_id))
+
+    def attempts(self, task_id: UUID | str) -> Attempts:
+        """Every attempt kept for the task (the last 50), oldest first, each with its error."""
+        return self._send(attempts_call(task_id))
 
     def list(
         self,
@@ -156,6 +240,11 @@ class TaskQueueClient:
     def cancel(self, task_id: UUID | str) -> None:
         """Cancel a pending (or retry-waiting) task; `Conflict` once it started."""
         self._send(cancel_call(task_id))
+
+    def abort(self, task_id: UUID | str) -> AbortTaskResponse:
+        """Cancel a waiting task now, or have its worker stop a running one (status stays
+        `in_progress` until it has; it ends `cancelled`); `Conflict` once it finished."""
+        return self._send(abort_call(task_id))
 
     def requeue(self, task_id: UUID | str) -> SubmitTaskResponse:
         """Move a dead-lettered task back to pending (admin)."""
@@ -191,6 +280,39 @@ class TaskQueueClient:
     def revoke_key(self, key_id: UUID | str) -> None:
         self._send(revoke_key_call(key_id))
 
+    def create_schedule(
+        self,
+        name: str,
+        task_type: str,
+        *,
+        cron: str | None = None,
+        interval_seconds: int | None = None,
+        timezone: str = TIMEZONE_DEFAULT,
+        payload: bytes = b"",
+        priority: int = PRIORITY_DEFAULT,
+        timeout_seconds: int | None = None,
+        max_retries: int | None = None,
+        paused: bool = False,
+        missed_fires: MissedFires | str = MissedFires.FIRE_ONCE,
+    ) -> ScheduleInfo:
+        """A periodic schedule: one task per fire time of `cron` (5 fields, read in
+        `timezone`) or every `interval_seconds`; `Conflict` if the name is taken."""
+        return self._send(create_schedule_call(**_schedule_fields(locals())))
+
+    def schedules(self, limit: int | None = None, offset: int | None = None) -> Schedules:
+        return self._send(list_schedules_call(limit, offset))
+
+    def get_schedule(self, name: str) -> ScheduleInfo:
+        return self._send(get_schedule_call(name))
+
+    def update_schedule(self, name: str, **changes: Any) -> ScheduleInfo:
+        """Change the given fields (`paused=True` pauses; `cron=` or `interval_seconds=`
+        replaces the timing)."""
+        return self._send(update_schedule_call(name, **changes))
+
+    def delete_schedule(self, name: str) -> None:
+        self._send(delete_schedule_call(name))
+
 
 class AsyncTaskQueueClient:
     """The same API over `httpx.AsyncClient`; use `async with` or `await aclose()`."""
@@ -224,34 +346,103 @@ class AsyncTaskQueueClient:
             raise transport_error(self.base_url, exc) from exc
         return call.result(response)
 
+    @overload
     async def submit(
         self,
         task_type: str,
         payload: bytes = b"",
+        *,
+        json: Any = NO_JSON,
         priority: int = PRIORITY_DEFAULT,
         schedule_at: datetime | None = None,
-        timeout_seconds: int = TIMEOUT_SECONDS_DEFAULT,
-        max_retries: int = MAX_RETRIES_DEFAULT,
+        timeout_seconds: int | None = None,
+        max_retries: int | None = None,
         idempotency_key: str | None = None,
-    ) -> SubmitTaskResponse:
-        """Submit one task; a repeated `idempotency_key` with the same body returns the first."""
-        return await self._send(
-            submit_call(
-                task_type,
-                payload,
-                priority,
-                schedule_at,
-                timeout_seconds,
-                max_retries,
-                idempotency_key,
-            )
+        wait: None = None,
+    ) -> SubmitTaskResponse: ...
+
+    @overload
+    async def submit(
+        self,
+        task_type: str,
+        payload: bytes = b"",
+        *,
+        json: Any = NO_JSON,
+        priority: int = PRIORITY_DEFAULT,
+        schedule_at: datetime | None = None,
+        timeout_seconds: int | None = None,
+        max_retries: int | None = None,
+        idempotency_key: str | None = None,
+        wait: float,
+    ) -> TaskDetail: ...
+
+    async def submit(
+        self,
+        task_type: str,
+        payload: bytes = b"",
+        *,
+        json: Any = NO_JSON,
+        priority: int = PRIORITY_DEFAULT,
+        schedule_at: datetime | None = None,
+        timeout_seconds: int | None = None,
+        max_retries: int | None = None,
+        idempotency_key: str | None = None,
+        wait: float | None = None,
+    ) -> SubmitTaskResponse | TaskDetail:
+        """Submit one task: `payload` bytes, or `json=` any JSON value (sent as UTF-8 JSON).
+
+        Anything else as `payload` (a str, a dict) raises TypeError before a request is made.
+        `timeout_seconds` / `max_retries` left out: the defaults its workers registered for the
+        type (else 300 s and 3). A repeated `idempotency_key` with the same body returns the
+        first task. With `wait=` seconds, waits for the task to finish and returns it (see
+        `wait`); without, returns its id and status at once.
+        """
+        call = submit_call(
+            task_type,
+            payload,
+            priority,
+            schedule_at,
+            timeout_seconds,
+            max_retries,
+            idempotency_key,
+            json,
         )
+        submitted = await self._send(call)
+        if wait is None:
+            return submitted
+        return await self.wait(submitted.task_id, timeout=wait)
+
+    async def wait(
+        self,
+        task_id: UUID | str,
+        timeout: float | None = None,  # noqa: ASYNC109 - as the sync client's: the broker holds it
+    ) -> TaskDetail:
+        """The task once it is completed, dead_letter or cancelled; `WaitTimeout` (a
+        TimeoutError carrying the task as last seen) if it is not within `timeout` seconds.
+        `timeout=None` waits as long as it takes. Check `status`: a failed task is returned,
+        not raised."""
+        plan = WaitPlan(task_id, timeout)
+        while True:
+            try:
+                task = await self._send(plan.next_call())
+            except Unavailable:
+                pause = plan.retry_pause()
+                if pause is None:
+                    raise
+                await asyncio.sleep(pause)
+                continue
+            if plan.finished(task):
+                return task
+            await asyncio.sleep(plan.pause())
 
     async def submit_batch(self, tasks: Sequence[SubmitTaskRequest]) -> Submitted:
         return await self._send(submit_batch_call(tasks))
 
     async def get(self, task_id: UUID | str) -> TaskDetail:
         return await self._send(get_call(task_id))
+
+    async def attempts(self, task_id: UUID | str) -> Attempts:
+        return await self._send(attempts_call(task_id))
 
     async def list(
         self,
@@ -264,6 +455,9 @@ class AsyncTaskQueueClient:
 
     async def cancel(self, task_id: UUID | str) -> None:
         await self._send(cancel_call(task_id))
+
+    async def abort(self, task_id: UUID | str) -> AbortTaskResponse:
+        return await self._send(abort_call(task_id))
 
     async def requeue(self, task_id: UUID | str) -> SubmitTaskResponse:
         return await self._send(requeue_call(task_id))
@@ -295,3 +489,37 @@ class AsyncTaskQueueClient:
 
     async def revoke_key(self, key_id: UUID | str) -> None:
         await self._send(revoke_key_call(key_id))
+
+    async def create_schedule(
+        self,
+        name: str,
+        task_type: str,
+        *,
+        cron: str | None = None,
+        interval_seconds: int | None = None,
+        timezone: str = TIMEZONE_DEFAULT,
+        payload: bytes = b"",
+        priority: int = PRIORITY_DEFAULT,
+        timeout_seconds: int | None = None,
+        max_retries: int | None = None,
+        paused: bool = False,
+        missed_fires: MissedFires | str = MissedFires.FIRE_ONCE,
+    ) -> ScheduleInfo:
+        return await self._send(create_schedule_call(**_schedule_fields(locals())))
+
+    async def schedules(self, limit: int | None = None, offset: int | None = None) -> Schedules:
+        return await self._send(list_schedules_call(limit, offset))
+
+    async def get_schedule(self, name: str) -> ScheduleInfo:
+        return await self._send(get_schedule_call(name))
+
+    async def update_schedule(self, name: str, **changes: Any) -> ScheduleInfo:
+        return await self._send(update_schedule_call(name, **changes))
+
+    async def delete_schedule(self, name: str) -> None:
+        await self._send(delete_schedule_call(name))
+
+
+def _schedule_fields(arguments: dict[str, Any]) -> dict[str, Any]:
+    """A create's arguments as the request's fields (the method's locals less `self`)."""
+    return {key: value for key, value in arguments.items() if key != "self"}

@@ -163,6 +163,14 @@ class TaskSummary(WireModel):
     updated_at: datetime
 
 
+class Progress(WireModel):
+    """The handler's last `ctx.progress(fraction, message)` that reached the broker."""
+
+    fraction: float
+    message: str | None = None
+    updated_at: datetime
+
+
 class TaskDetail(TaskSummary):
     result: Base64Bytes | None = None
     error: str | None = None
@@ -174,6 +182,21 @@ class TaskDetail(TaskSummary):
     max_retries: int | None = None
     timeout_seconds: int | None = None
     run_at: datetime | None = None
+    progress: Progress | None = None
+    # Set by POST /api/v1/tasks/{id}/abort: when and by whom (the API key's name). A task with
+    # these set that is still in_progress is stopping; it ends cancelled.
+    aborted_at: datetime | None = None
+    aborted_by: str | None = None
+
+
+class AbortTaskResponse(WireModel):
+    """POST /api/v1/tasks/{id}/abort: `cancelled` at once (200), or `in_progress` and stopping
+    (202: its worker hears it on its next heartbeat)."""
+
+    task_id: UUID
+    status: TaskStatus
+    aborted_at: datetime
+    aborted_by: str
 
 
 class AttemptOutcome(StrEnum):
@@ -255,17 +278,17 @@ def priority_bucket(priority: int) -> str:
     return "low"
 
 
-PERMISSIONS = ("submit_tasks", "read_tasks", "cancel_tasks", "process_tasks", "admin")
-PermissionName = Annotated[
-    StrictStr, Field(pattern=r"^(submit_tasks|read_tasks|cancel_tasks|process_tasks|admin)$")
-]
+PERMISSIONS = (
+    "submit_tasks", "read_tasks", "cancel_tasks", "process_tasks", "manage_schedules", "admin",
+)  # fmt: skip
+PermissionName = Annotated[StrictStr, Field(pattern=rf"^({'|'.join(PERMISSIONS)})$")]
 
 
 class CreateKeyRequest(RequestModel):
     """POST /api/v1/keys (admin)."""
 
     name: Annotated[StrictStr, Field(min_length=1, max_length=100, pattern=r"^[\x20-\x7e]+$")]
-    permissions: Annotated[list[PermissionName], Field(min_length=1, max_length=5)]
+    permissions: Annotated[list[PermissionName], Field(min_length=1, max_length=len(PERMISSIONS))]
     rate_limit: Annotated[StrictFloat | StrictInt, Field(gt=0, le=1_000_000)] | None = None
     burst: Annotated[StrictInt, Field(ge=1, le=10_000_000)] | None = None
     # Waiting tasks (pending, or failed awaiting a retry) the key may have; past it, 429.
@@ -310,3 +333,27 @@ class QueueDepth(WireModel):
     # Of the asked task types: those with ready tasks and no online worker registered for them
     # (sorted; at most UNSERVED_TASK_TYPES_MAX).
     unserved_task_types: list[str] = []
+
+
+REQUEUE_MANY_MAX = 1000
+
+
+class RequeueManyRequest(RequestModel):
+    """POST /api/v1/tasks/requeue (admin): requeue dead letters matching a filter, oldest
+    first, at most `limit` per request. No filter: any dead letters."""
+
+    task_type: TaskType | None = None
+    task_ids: Annotated[list[UUID], Field(min_length=1, max_length=REQUEUE_MANY_MAX)] | None = None
+    limit: Annotated[StrictInt, Field(ge=1, le=REQUEUE_MANY_MAX)] = REQUEUE_MANY_MAX
+
+
+class RequeueManyResponse(WireModel):
+    requeued: list[UUID]  # now pending again
+    remaining: bool  # dead letters matching the filter are left (past the limit, or locked)
+
+
+class TaskPayload(WireModel):
+    """GET /api/v1/tasks/{id}/payload: the bytes a task was submitted with."""
+
+    task_id: UUID
+    payload: Base64Bytes

@@ -57,16 +57,30 @@ class RegisterWorkerRequest(RequestModel):
         return self
 
 
+PROGRESS_MESSAGE_MAX = 500  # characters of a progress message
+ABORT_GRACE_SECONDS_DEFAULT = 10.0
+
+
 class RegisterWorkerResponse(WireModel):
     worker_id: str
     heartbeat_interval_seconds: float
     lease_ttl_seconds: float
     claim_wait_max_seconds: float
+    # An aborted handler gets this long to stop before the worker abandons it.
+    abort_grace_seconds: float = ABORT_GRACE_SECONDS_DEFAULT
 
 
 class Lease(RequestModel):
     task_id: UUID
     lease_token: UUID
+
+
+class ProgressReport(RequestModel):
+    """A handler's latest progress on a task the heartbeat renews (others are ignored)."""
+
+    task_id: UUID
+    fraction: Annotated[Number, Field(ge=0, le=1, allow_inf_nan=False)]
+    message: Annotated[StrictStr, Field(max_length=PROGRESS_MESSAGE_MAX)] | None = None
 
 
 class HeartbeatRequest(RequestModel):
@@ -76,6 +90,8 @@ class HeartbeatRequest(RequestModel):
     memory_usage_mb: Annotated[Number, Field(ge=0, le=10_000_000)] = 0.0
     current_tasks: Annotated[StrictInt, Field(ge=0, le=1_000_000)] = 0
     leases: Annotated[list[Lease], Field(max_length=10_000)] = []
+    # Progress reported since the last heartbeat, at most one per task (the latest).
+    progress: Annotated[list[ProgressReport], Field(max_length=10_000)] = []
 
 
 class HeartbeatResponse(WireModel):
@@ -83,6 +99,9 @@ class HeartbeatResponse(WireModel):
     # Leases that are no longer this worker's (rescued, cancelled, finished): stop working on
     # them; any result reported for them will be rejected.
     abandon: list[UUID]
+    # Renewed tasks that were asked to abort: stop them (ctx.cancelled, CancelledError), then
+    # report them; they end cancelled whatever is reported.
+    abort: list[UUID] = []
 
 
 class ClaimRequest(RequestModel):

@@ -11,7 +11,7 @@ import base64
 import io
 import json
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 import yaml
@@ -25,9 +25,12 @@ from tq_client.models import (
     CreatedKey,
     Health,
     KeyInfo,
+    Progress,
     QueueDepthByPriority,
     Stats,
+    TaskAttempt,
     TaskDetail,
+    TaskStatus,
     TaskSummary,
     WorkerInfo,
 )
@@ -72,7 +75,10 @@ def result_text(result: bytes) -> str:
     return text
 
 
-def task_table(task: TaskDetail) -> Table:
+def task_table(task: TaskDetail, now: datetime | None = None) -> Table:
+    """The contract's rows, then (from a broker that sends them) when the task is due and the
+    limits it runs under; a multi-line error shows its first line (the rest is printed below
+    the tables by `error_details`)."""
     rows = [
         ("ID", str(task.task_id)),
         ("Type", task.task_type),
@@ -82,13 +88,92 @@ def task_table(task: TaskDetail) -> Table:
         ("Updated", timestamp(task.updated_at)),
         ("Retries", str(task.retry_count)),
     ]
+    limits = limits_text(task)
+    if limits is not None:
+        rows.append(("Limits", limits))
+    due = due_row(task, now or datetime.now(UTC))
+    if due is not None:
+        rows.append(due)
     if task.worker_id is not None:
         rows.append(("Worker", task.worker_id))
     if task.error is not None:
-        rows.append(("Error", task.error))
+        rows.append(("Error", task.error.split("\n", 1)[0]))
     if task.result is not None:
         rows.append(("Result", result_text(task.result)))
+    if task.progress is not None:
+        rows.append(("Progress", progress_text(task.progress)))
+    if task.aborted_at is not None:
+        rows.append(("Aborted", f"{timestamp(task.aborted_at)} by {task.aborted_by or ABSENT}"))
     return table(("Field", "Value"), rows)
+
+
+def progress_text(progress: Progress) -> str:
+    """`42% copying part 3 (at 2026-01-01T12:00:00Z)`."""
+    percent = number(round(progress.fraction * 100, 1))
+    message = f" {progress.message}" if progress.message else ""
+    return f"{percent}%{message} (at {timestamp(progress.updated_at)})"
+
+
+def limits_text(task: TaskDetail) -> str | None:
+    """`max 3 retries, timeout 300s`, from a broker that sends them."""
+    parts = []
+    if task.max_retries is not None:
+        parts.append(f"max {task.max_retries} retries")
+    if task.timeout_seconds is not None:
+        parts.append(f"timeout {task.timeout_seconds}s")
+    return ", ".join(parts) or None
+
+
+def due_row(task: TaskDetail, now: datetime) -> tuple[str, str] | None:
+    """When a waiting task runs: `Retry At` after a failed attempt, `Run At` for a pending
+    task (its schedule_at); nothing once it ran or ended. Labels stay within the width of the
+    contract's longest (`Priority`), so the contract's rows look as they always did."""
+    if task.run_at is None or task.status not in (TaskStatus.PENDING, TaskStatus.FAILED):
+        return None
+    when = timestamp(task.run_at)
+    if task.run_at > now:
+        when += f" (in {duration(task.run_at - now)})"
+    return ("Retry At" if task.status is TaskStatus.FAILED else "Run At", when)
+
+
+def duration(span: timedelta) -> str:
+    seconds = max(0, int(span.total_seconds()))
+    if seconds < 120:
+        return f"{seconds}s"
+    if seconds < 7200:
+        return f"{seconds // 60}m"
+    if seconds < 172_800:
+        return f"{seconds // 3600}h"
+    return f"{seconds // 86_400}d"
+
+
+def attempts_table(attempts: Sequence[TaskAttempt]) -> Table:
+    """One row per kept attempt, the error's first line only."""
+
+    def when(moment: datetime | None) -> str:
+        return ABSENT if moment is None else timestamp(moment)
+
+    return table(
+        ("Attempt", "Worker", "Claimed", "Finished", "Outcome", "Error"),
+        (
+            (
+                str(a.attempt),
+                a.worker_id,
+                timestamp(a.claimed_at),
+                when(a.finished_at),
+                "running" if a.outcome is None else a.outcome.value,
+                ABSENT if a.error is None else a.error.split("\n", 1)[0][:RESULT_SHOWN_MAX],
+            )
+            for a in attempts
+        ),
+    )
+
+
+def error_details(task: TaskDetail) -> str | None:
+    """The task's whole error when it has more than its first line (a traceback)."""
+    if task.error is None or "\n" not in task.error:
+        return None
+    return f"Error of the last attempt:\n{task.error}"
 
 
 def task_list_table(tasks: Sequence[TaskSummary]) -> Table:
@@ -120,19 +205,24 @@ def stats_table(stats: Stats) -> Table:
         ("Completed (1h)", str(stats.completed_last_hour)),
         ("Failed (1h)", str(stats.failed_last_hour)),
         ("Avg Processing (ms)", number(stats.avg_processing_time_ms)),
+        ("Scheduled (not due)", str(stats.scheduled_count)),
     ]
     return table(("Metric", "Value"), rows)
 
 
 def workers_table(workers: Sequence[WorkerInfo]) -> Table:
+    """The contract's four columns, then what each worker serves and its state."""
     return table(
-        ("Worker ID", "Tasks", "CPU %", "Memory MB"),
+        ("Worker ID", "Tasks", "CPU %", "Memory MB", "Concurrency", "Status", "Task Types"),
         (
             (
                 w.worker_id,
                 str(w.current_tasks),
                 f"{w.cpu_usage_percent:.1f}",
                 f"{w.memory_usage_mb:.0f}",
+                str(w.concurrency) if w.concurrency else ABSENT,
+                w.status.value,
+                ", ".join(w.task_types) or ABSENT,
             )
             for w in workers
         ),
@@ -203,13 +293,19 @@ def bar_length(count: int, largest: int, width: int = BAR_WIDTH) -> int:
     return max(1, (2 * count * width + largest) // (2 * largest))  # rounds half up
 
 
-def queue_depth_chart(depth: QueueDepthByPriority, width: int = BAR_WIDTH) -> str:
+def queue_depth_chart(
+    depth: QueueDepthByPriority, width: int = BAR_WIDTH, unserved: Sequence[str] = ()
+) -> str:
+    """The contract's chart; then, if some task types have ready tasks and no online worker,
+    a line naming them (nothing will run those tasks until a worker for them starts)."""
     counts = [("High", depth.high), ("Normal", depth.normal), ("Low", depth.low)]
     largest = max(count for _, count in counts)
     lines = ["Queue Depth by Priority:"]
     for label, count in counts:
         bar = BAR_CHAR * bar_length(count, largest, width)
         lines.append(f"  {label + ':':<8}{count} {bar}".rstrip())
+    if unserved:
+        lines.append(f"Unserved (ready tasks, no online worker): {', '.join(unserved)}")
     return "\n".join(lines)
 
 

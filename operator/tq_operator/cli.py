@@ -56,6 +56,12 @@ def _parser() -> argparse.ArgumentParser:
         default=15.0,
         help="how long a silent leader keeps the Lease (default 15)",
     )
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=0,
+        help="serve the WorkerPools' Prometheus gauges on this port (default 0: off)",
+    )
     verbosity = parser.add_mutually_exclusive_group()
     verbosity.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     verbosity.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
@@ -67,7 +73,13 @@ def main(argv: list[str] | None = None) -> int:
     kopf.configure(verbose=args.verbose, quiet=args.quiet)
     if not args.verbose:
         logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request otherwise
-    import tq_operator.handlers  # noqa: F401  (registers the handlers with kopf)
+    # Importing registers the handlers with kopf: WorkerPools, then TaskSchedules.
+    from tq_operator import handlers, schedule_handlers  # noqa: F401
+
+    if args.metrics_port:
+        from tq_operator.metrics import POOLS
+
+        POOLS.serve(args.metrics_port)
 
     options: dict[str, Any] = {
         "standalone": True,

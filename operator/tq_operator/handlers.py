@@ -21,6 +21,7 @@ import kopf
 
 from tq_operator.broker import BrokerClient
 from tq_operator.kube import Kube
+from tq_operator.metrics import POOLS
 from tq_operator.reconcile import PoolState, apply_deployment, poll
 from tq_operator.rendering import selector_string
 from tq_operator.spec import GROUP, PLURAL, VERSION, InvalidPoolSpec, PoolSpec, parse_spec
@@ -130,4 +131,13 @@ async def poll_queue_depth(
     state = _pool_state(memo)
     if not state.poll_due(pool_spec.poll_interval_seconds):
         return
-    await poll(memo["kube"], memo["broker"], body, pool_spec, state, patch.status, logger)
+    meta = body["metadata"]
+    try:
+        await poll(memo["kube"], memo["broker"], body, pool_spec, state, patch.status, logger)
+    finally:
+        POOLS.observe(meta["namespace"], meta["name"], pool_spec.max_replicas, patch.status)
+
+
+@kopf.on.delete(GROUP, VERSION, PLURAL, optional=True)
+async def forget_pool_metrics(meta: kopf.Meta, **_: Any) -> None:
+    POOLS.forget(str(meta["namespace"]), str(meta["name"]))

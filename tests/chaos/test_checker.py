@@ -193,6 +193,33 @@ def burn_an_attempt_in_a_graceful_stop(s: Story) -> None:
     s.runs[0] = replace(s.runs[0], started_at=T0 + 4.1)
 
 
+def stop_it_running(s: Story, aborted: bool = False) -> None:
+    """The running task ends cancelled (its run cut short), with or without an abort."""
+    s.tasks["k1"] = replace(s.tasks["k1"], status="cancelled", result=None)
+    trail = s.transitions[TASK]
+    trail[-1] = replace(trail[-1], new_status="cancelled", result=None, aborted=aborted)
+    s.runs[0] = replace(s.runs[0], outcome="none")
+
+
+def cancel_it_while_running(s: Story) -> None:
+    stop_it_running(s, aborted=False)
+
+
+def retry_it_after_its_abort(s: Story) -> None:
+    """Aborted while running, yet failed with a retry and then completed."""
+    s.tasks["k1"] = replace(s.tasks["k1"], retry_count=1)
+    trail = s.transitions[TASK]
+    claim, done = trail[1], trail[2]
+    s.transitions[TASK] = [
+        trail[0],
+        claim,
+        replace(claim, old_status="in_progress", new_status="failed", retry_count=1, aborted=True),
+        replace(claim, old_status="failed", retry_count=1, at=T0 + 0.2, aborted=True),
+        replace(done, retry_count=1, at=T0 + 0.3, aborted=True),
+    ]
+    s.runs[0] = replace(s.runs[0], started_at=T0 + 0.25)
+
+
 def finish_too_late(s: Story) -> None:
     trail = s.transitions[TASK]
     trail[-1] = replace(trail[-1], at=T0 + 60)
@@ -212,6 +239,11 @@ BREAKS: dict[str, tuple[Callable[[Story], None], str]] = {
     "result without a run": (accept_a_result_no_run_made, "a result no finished run produced"),
     "claim after cancel": (claim_after_a_cancel, "claimed after its 204 cancel"),
     "too slow": (finish_too_late, "slow:"),
+    "cancelled while running, no abort": (
+        cancel_it_while_running,
+        "cancelled while in_progress without an abort on record",
+    ),
+    "retried after an abort": (retry_it_after_its_abort, "failed after its abort"),
     "key stored twice": (store_a_key_twice, "duplicate: k1"),
     "task deleted": (delete_a_task, "vanished:"),
     "changed after terminal": (change_after_the_end, "changed after its terminal state"),
@@ -237,6 +269,12 @@ def test_each_broken_guarantee_is_reported(name: str) -> None:
     breaking(story)
     violations = story.violations()
     assert any(expected in v for v in violations), violations
+
+
+def test_a_running_task_that_ends_cancelled_with_an_abort_on_record_is_fine() -> None:
+    story = clean_story()
+    stop_it_running(story, aborted=True)
+    assert story.violations() == []
 
 
 def test_an_unknown_submit_may_be_absent_or_present_once() -> None:

@@ -133,6 +133,8 @@ def test_submit_from_a_file_then_status_as_table_json_and_yaml(
         "Created",
         "Updated",
         "Retries",
+        "Limits",
+        "Run At",
     ]
     assert rows[3:7] == [
         f"│ ID       │ {task_id} │",
@@ -261,6 +263,7 @@ def test_stats_table_json_and_yaml(broker: BrokerProcess) -> None:
         │ Completed (1h)      │ 0     │
         │ Failed (1h)         │ 0     │
         │ Avg Processing (ms) │ 0     │
+        │ Scheduled (not due) │ 0     │
         └─────────────────────┴───────┘
     """)
     as_json = json.loads(tq_admin(broker.url, "stats", "--format", "json").stdout)
@@ -272,28 +275,35 @@ def test_workers_table_json_and_yaml(broker: BrokerProcess) -> None:
     assert tq_admin(broker.url, "workers", "--format", "json").stdout == "[]\n"
     register_worker(broker.url)
     assert tq_admin(broker.url, "workers").stdout == table("""
-        ┌───────────────────────┬───────┬───────┬───────────┐
-        │ Worker ID             │ Tasks │ CPU % │ Memory MB │
-        ├───────────────────────┼───────┼───────┼───────────┤
-        │ worker-host-12345-abc │ 3     │ 45.2  │ 256       │
-        └───────────────────────┴───────┴───────┴───────────┘
+        ┌───────────────────────┬───────┬───────┬───────────┬─────────────┬────────┬────────────┐
+        │ Worker ID             │ Tasks │ CPU % │ Memory MB │ Concurrency │ Status │ Task Types │
+        ├───────────────────────┼───────┼───────┼───────────┼─────────────┼────────┼────────────┤
+        │ worker-host-12345-abc │ 3     │ 45.2  │ 256       │ 4           │ online │ flaky      │
+        └───────────────────────┴───────┴───────┴───────────┴─────────────┴────────┴────────────┘
     """)
     (worker,) = json.loads(tq_admin(broker.url, "workers", "--format", "json").stdout)
     assert (worker["worker_id"], worker["cpu_usage_percent"]) == (WORKER_ID, 45.2)
     assert yaml.safe_load(tq_admin(broker.url, "workers", "--format", "yaml").stdout) == [worker]
 
 
-def test_queue_depth_bars_json_and_yaml(broker: BrokerProcess) -> None:
+def test_queue_depth_bars_json_and_yaml_and_the_task_types_nobody_serves(
+    broker: BrokerProcess,
+) -> None:
     for priority in ("200", "255", "100", "150", "199", "199", "0"):
         submit(broker.url, "--type", "a", "--priority", priority)
+    submit(broker.url, "--type", "flaky", "--priority", "0")
+    register_worker(broker.url)  # serves "flaky", not "a"
     assert tq_admin(broker.url, "queue-depth").stdout == (
         "Queue Depth by Priority:\n"
         f"  High:   2 {'█' * 25}\n"
         f"  Normal: 4 {'█' * 50}\n"
-        f"  Low:    1 {'█' * 13}\n"
+        f"  Low:    2 {'█' * 25}\n"
+        "Unserved (ready tasks, no online worker): a\n"
     )
     as_json = json.loads(tq_admin(broker.url, "queue-depth", "--format", "json").stdout)
-    assert as_json == {"high": 2, "normal": 4, "low": 1}
+    assert as_json == {"high": 2, "normal": 4, "low": 2, "unserved_task_types": ["a"]}
+    only_flaky = tq_admin(broker.url, "queue-depth", "--type", "flaky", "--format", "json")
+    assert json.loads(only_flaky.stdout)["unserved_task_types"] == []
     assert yaml.safe_load(tq_admin(broker.url, "queue-depth", "--format", "yaml").stdout) == as_json
 
 
@@ -538,3 +548,69 @@ def test_the_sync_client_reads_what_the_cli_submitted(broker: BrokerProcess) -> 
         task = client.get(task_id)
         assert (str(task.task_id), task.status) == (task_id, TaskStatus.PENDING)
         assert client.health().is_leader in (True, False)
+
+
+# --- waiting for results, attempts ----------------------------------------------------------
+
+
+@pytest.fixture
+def demo_worker(broker: BrokerProcess, tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """`tq-worker` with the demo handlers (echo, fail, …), found through TQ_URL."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TQ_")}
+    with open(tmp_path / "worker.log", "wb") as log:
+        process = subprocess.Popen(
+            [bin_path("tq-worker"), "--app", "tq_worker.demo:worker"],
+            env={**env, "TQ_URL": broker.url},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        yield process
+    finally:
+        process.terminate()
+        process.wait(30)
+
+
+def test_submit_wait_prints_the_result_and_exits_0_when_it_completed(
+    broker: BrokerProcess, demo_worker: subprocess.Popen[bytes]
+) -> None:
+    done = tq_admin(broker.url, "submit", "--type", "echo", "--json", '{"a": [1, "é"]}', "--wait")
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("Task submitted: ")
+    assert "│ Status   │ completed" in done.stdout
+    assert '│ Result   │ {"a":[1,"é"]}' in done.stdout
+    as_json = json.loads(
+        tq_admin(
+            broker.url, "submit", "--type", "echo", "--payload", "x", "--wait", "30",
+            "--format", "json",
+        ).stdout
+    )  # fmt: skip
+    assert (as_json["status"], as_json["result"]) == ("completed", "eA==")
+
+
+def test_wait_exits_1_for_a_dead_letter_and_status_shows_every_attempt_and_the_traceback(
+    broker: BrokerProcess, demo_worker: subprocess.Popen[bytes]
+) -> None:
+    task_id = submit(broker.url, "--type", "fail", "--max-retries", "1")
+    done = tq_admin(broker.url, "wait", task_id, "--timeout", "60", code=1)
+    assert "│ Status   │ dead_letter" in done.stdout
+    assert "│ Error    │ RuntimeError: demo failure" in done.stdout
+    assert "Error of the last attempt:\nRuntimeError: demo failure\n\nTraceback" in done.stdout
+    status = tq_admin(broker.url, "status", task_id).stdout
+    attempts = [row for row in status.splitlines() if "│ failed  │" in row]
+    assert [row.split("│")[1].strip() for row in attempts] == ["1", "2"]
+    assert all("RuntimeError: demo failure" in row for row in attempts)
+    as_json = json.loads(tq_admin(broker.url, "status", task_id, "--format", "json").stdout)
+    assert [a["outcome"] for a in as_json["attempts"]] == ["failed", "failed"]
+    assert as_json["attempts"][0]["error"].startswith("RuntimeError: demo failure\n\nTraceback")
+
+
+def test_a_wait_that_times_out_exits_1_and_says_what_the_task_is_doing(
+    broker: BrokerProcess,
+) -> None:
+    task_id = submit(broker.url, "--type", "nobody_serves_this")
+    done = tq_admin(broker.url, "wait", task_id, "--timeout", "0.5", code=1)
+    assert done.stderr == f"tq-admin: task {task_id} is still pending after 0.5s\n"
+    late = tq_admin(broker.url, "submit", "--type", "nobody", "--wait", "0.2", code=1)
+    assert late.stdout.startswith("Task submitted: ")
+    assert "is still pending after 0.2s" in late.stderr

@@ -66,6 +66,9 @@ def test_get_returns_every_contract_field(api: TestClient) -> None:
         "error",
         "retry_count",
         "worker_id",
+        "progress",  # task control (docs/task-control.md)
+        "aborted_at",
+        "aborted_by",
     }
     assert task["task_id"] == created["task_id"]
     assert (task["task_type"], task["status"], task["priority"]) == ("send_email", "pending", 150)

@@ -230,7 +230,7 @@ def create_key(broker: BrokerProcess, permissions: list[str], **limits: Any) -> 
     return str(response.json()["key"])
 
 
-def test_reflection_shows_the_six_rpcs_and_health_is_serving_without_a_key(
+def test_reflection_shows_the_rpcs_and_health_is_serving_without_a_key(
     shared_client: ReflectedClient,
 ) -> None:
     methods = shared_client.service.methods_by_name
@@ -241,6 +241,7 @@ def test_reflection_shows_the_six_rpcs_and_health_is_serving_without_a_key(
         "ListTasks",
         "StreamTaskUpdates",
         "GetStats",
+        "AbortTask",
     }
     assert methods["StreamTaskUpdates"].server_streaming
     health = health_pb2_grpc.HealthStub(shared_client.channel)
@@ -293,6 +294,58 @@ def test_submit_get_list_cancel_and_stats_mirror_the_rest_api(
     assert code_of(lambda: client.call("CancelTask", {"task_id": task_id})) == (
         Code.FAILED_PRECONDITION
     )
+
+
+def test_abort_task_cancels_a_waiting_task_and_stops_a_running_one_with_progress_shown(
+    own: tuple[BrokerProcess, ReflectedClient],
+) -> None:
+    broker, client = own
+    rest = httpx.Client(base_url=broker.url, headers=REST_AUTH, timeout=CALL_TIMEOUT)
+    waiting = client.call("SubmitTask", {"task_type": "slow"})["task_id"]
+    answer = client.call("AbortTask", {"task_id": waiting})
+    assert (answer["status"], answer["aborted_by"]) == ("cancelled", "bootstrap-admin")
+    assert answer["aborted_at"].endswith("Z")
+
+    worker = "worker-grpc-1-abcdef"
+    registered = rest.post(
+        "/api/v1/workers", json={"worker_id": worker, "task_types": ["slow"], "concurrency": 1}
+    )
+    assert registered.status_code == 201, registered.text
+    task_id = client.call("SubmitTask", {"task_type": "slow"})["task_id"]
+    (claimed,) = rest.post("/api/v1/tasks/claim", json={"worker_id": worker}).json()["tasks"]
+    updates = client.stream({"task_id": task_id})
+    assert updates.next(CALL_TIMEOUT)["status"] == "in_progress"  # its current status first
+    lease = {"task_id": task_id, "lease_token": claimed["lease_token"]}
+    progress = {"task_id": task_id, "fraction": 0.5, "message": "half"}
+    beat = rest.post(
+        f"/api/v1/workers/{worker}/heartbeat", json={"leases": [lease], "progress": [progress]}
+    )
+    assert beat.status_code == 200, beat.text
+    update = updates.next(CALL_TIMEOUT)
+    assert (update["progress"]["fraction"], update["progress"]["message"]) == (0.5, "half")
+
+    stopping = client.call("AbortTask", {"task_id": task_id})
+    assert stopping["status"] == "in_progress"
+    marked = updates.next(CALL_TIMEOUT)
+    assert (marked["status"], marked["aborted_at"]) == ("in_progress", stopping["aborted_at"])
+    shown = client.call("GetTaskStatus", {"task_id": task_id})
+    assert shown["progress"]["message"] == "half"
+    assert (shown["aborted_at"], shown["aborted_by"]) == (stopping["aborted_at"], "bootstrap-admin")
+    failed = rest.post(
+        "/api/v1/tasks/fail",
+        json={"worker_id": worker, "tasks": [{**lease, "error": "CancelledError: aborted"}]},
+    )
+    assert failed.status_code == 200, failed.text
+    assert updates.next(CALL_TIMEOUT)["status"] == "cancelled"
+    assert updates.next(CALL_TIMEOUT) is Updates.END  # a one-task stream ends with its task
+
+    assert code_of(lambda: client.call("AbortTask", {"task_id": task_id})) == (
+        Code.FAILED_PRECONDITION
+    )
+    unknown = str(uuid.uuid4())
+    assert code_of(lambda: client.call("AbortTask", {"task_id": unknown})) == Code.NOT_FOUND
+    assert code_of(lambda: client.call("AbortTask", {"task_id": "x"})) == Code.INVALID_ARGUMENT
+    rest.close()
 
 
 def test_unset_submit_fields_take_the_rest_defaults_and_set_zeros_are_kept(

@@ -62,8 +62,10 @@ def test_metrics_count_a_known_workload(metered: TestClient) -> None:
         # the submits (a normal "a" pending), the registration, the claim (the priority-250 task
         # no longer pending) and the last report (nothing in progress). Before the claim,
         # nothing is in progress either: that alone does not tell the end state.
-        submitted = value(found, "tq_tasks_pending", task_type="a", priority="normal") is not None
-        claimed = value(found, "tq_tasks_pending", task_type="a", priority="high") is None
+        submitted = (
+            value(found, "tq_tasks_pending_by_type", task_type="a", priority="normal") is not None
+        )
+        claimed = value(found, "tq_tasks_pending_by_type", task_type="a", priority="high") is None
         registered = value(found, "tq_workers_connected") == 1
         if submitted and claimed and registered and value(found, "tq_tasks_in_progress") == 0:
             break
@@ -77,9 +79,17 @@ def test_metrics_count_a_known_workload(metered: TestClient) -> None:
     assert value(found, "tq_task_duration_seconds_count", task_type="a") == 2
     assert value(found, "tq_task_queue_wait_seconds_count", task_type="a") == 3
     # The claim took the priority-250 task and two normal ones: one normal "a" still waits.
-    assert value(found, "tq_tasks_pending", task_type="a", priority="normal") == 1
-    assert value(found, "tq_tasks_pending", task_type="a", priority="high") is None
-    assert value(found, "tq_tasks_pending", task_type="b", priority="normal") == 1
+    assert value(found, "tq_tasks_pending_by_type", task_type="a", priority="normal") == 1
+    assert value(found, "tq_tasks_pending_by_type", task_type="a", priority="high") is None
+    assert value(found, "tq_tasks_pending_by_type", task_type="b", priority="normal") == 1
+    # The contract's unlabelled total, and the gauges dashboards and alerts need.
+    assert value(found, "tq_tasks_pending") == 2
+    assert value(found, "tq_tasks_scheduled") == 0
+    assert value(found, "tq_tasks_dead_letter", task_type="a") == 1  # max_retries 0, failed once
+    assert value(found, "tq_tasks_dead_letter", task_type="b") is None
+    for task_type in ("a", "b"):
+        oldest = value(found, "tq_oldest_pending_age_seconds", task_type=task_type)
+        assert oldest is not None and oldest >= 0
     assert value(found, "tq_leader") == 1
     assert (
         value(found, "tq_http_requests_total", method="POST", route="/api/v1/tasks", code="201")
@@ -94,6 +104,33 @@ def test_metrics_count_a_known_workload(metered: TestClient) -> None:
         )
         == 1
     )
+
+
+def leader_samples(api: TestClient, ready: Any) -> dict[Any, float]:
+    """Scrape until the leader's snapshot satisfies `ready(found)` (15 s at most)."""
+    deadline = time.monotonic() + 15
+    while True:
+        found = samples(api.get("/metrics").text)
+        if ready(found):
+            return found
+        assert time.monotonic() < deadline, "the leader never exported the expected state"
+        time.sleep(0.1)
+
+
+def test_queue_gauges_are_zero_not_absent_when_the_queue_is_empty(metered: TestClient) -> None:
+    found = leader_samples(metered, lambda f: value(f, "tq_leader") == 1)
+    found = leader_samples(metered, lambda f: value(f, "tq_tasks_pending") is not None)
+    for name in ("tq_tasks_pending", "tq_tasks_scheduled", "tq_tasks_in_progress"):
+        assert value(found, name) == 0, name
+    assert value(found, "tq_workers_connected") == 0
+    assert not [name for name, _ in found if name == "tq_tasks_pending_by_type"]
+
+    later = "2999-01-01T00:00:00Z"
+    metered.post("/api/v1/tasks", json={"task_type": "later", "schedule_at": later})
+    found = leader_samples(metered, lambda f: value(f, "tq_tasks_scheduled") == 1)
+    assert value(found, "tq_tasks_pending") == 1  # a scheduled task is pending, as in /stats
+    # Nothing of that type is ready, so nothing has waited.
+    assert value(found, "tq_oldest_pending_age_seconds", task_type="later") == 0
 
 
 def test_failed_attempts_dead_letter_is_counted(metered: TestClient) -> None:
@@ -170,7 +207,9 @@ def test_task_type_labels_are_bounded_and_metrics_can_leave_the_api_port(
         while True:
             found = samples(api.get("/metrics").text)
             pending = {
-                dict(labels)["task_type"] for name, labels in found if name == "tq_tasks_pending"
+                dict(labels)["task_type"]
+                for name, labels in found
+                if name == "tq_tasks_pending_by_type"
             }
             if pending or time.monotonic() > deadline:
                 break

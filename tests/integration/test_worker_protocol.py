@@ -65,7 +65,7 @@ def lease(task: dict[str, Any]) -> dict[str, str]:
 def test_register_returns_intervals_and_worker_shows_in_the_list(api: TestClient) -> None:
     registered = register(api)
     assert registered["lease_ttl_seconds"] == 30.0
-    assert registered["heartbeat_interval_seconds"] == 5.0
+    assert registered["heartbeat_interval_seconds"] == 2.0
     assert [w["worker_id"] for w in api.get("/api/v1/workers").json()] == ["worker-test-1-aaaaaa"]
 
 
@@ -171,7 +171,7 @@ def test_stale_lease_token_cannot_complete_fail_or_renew(
         "SELECT lease_expires_at FROM tq_tasks WHERE task_id = %s", (task_id,)
     ).fetchone()
     beat = api.post("/api/v1/workers/worker-test-1-aaaaaa/heartbeat", json={"leases": [stale]})
-    assert beat.json() == {"renewed": [], "abandon": [task_id]}
+    assert beat.json() == {"renewed": [], "abandon": [task_id], "abort": []}
     after = db.execute(
         "SELECT status, lease_expires_at, retry_count FROM tq_tasks WHERE task_id = %s", (task_id,)
     ).fetchone()
@@ -218,7 +218,7 @@ def test_heartbeat_renews_current_leases(
             "leases": [lease(task)],
         },
     )
-    assert beat.json() == {"renewed": [task_id], "abandon": []}
+    assert beat.json() == {"renewed": [task_id], "abandon": [], "abort": []}
     row = db.execute(
         "SELECT lease_expires_at - now() > interval '20 seconds' AS renewed "
         "FROM tq_tasks WHERE task_id = %s",
@@ -495,7 +495,7 @@ def test_a_heartbeat_never_renews_another_workers_lease(
         (task["task_id"],),
     )
     beat = api.post("/api/v1/workers/worker-b/heartbeat", json={"leases": [lease(task)]})
-    assert beat.json() == {"renewed": [], "abandon": [task["task_id"]]}
+    assert beat.json() == {"renewed": [], "abandon": [task["task_id"]], "abort": []}
     row = db.execute(
         "SELECT lease_expires_at < now() + interval '10 seconds' AS unchanged FROM tq_tasks"
     ).fetchone()

@@ -158,7 +158,8 @@ async def test_a_failing_handler_is_retried_then_dead_lettered_after_max_retries
     task_id = await submit(http, "fail", b"x", max_retries=2)
     async with running(worker, broker.url):
         task = await task_in(http, task_id, "dead_letter")
-    assert (task["retry_count"], task["error"]) == (2, "RuntimeError: demo failure")
+    assert task["retry_count"] == 2
+    assert task["error"].startswith("RuntimeError: demo failure\n\nTraceback")
     assert len(attempts) == 3
 
 
@@ -176,7 +177,9 @@ async def test_permanent_failure_dead_letters_at_the_first_attempt(
     task_id = await submit(http, "charge", max_retries=5)
     async with running(worker, broker.url):
         task = await task_in(http, task_id, "dead_letter")
-    assert (task["retry_count"], task["error"]) == (0, "PermanentFailure: card declined")
+    assert task["retry_count"] == 0
+    assert task["error"].startswith("PermanentFailure: card declined\n\nTraceback")
+    assert "in charge" in task["error"]
     assert len(attempts) == 1
 
 

@@ -58,6 +58,8 @@ TIMESTAMP_COLUMNS: dict[str, tuple[str, ...]] = {
         "finished_at",
         "created_at",
         "updated_at",
+        "abort_requested_at",
+        "progress_updated_at",
     ),
     "tq_workers": ("registered_at", "last_heartbeat"),
 }

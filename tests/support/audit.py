@@ -26,6 +26,7 @@ CREATE TABLE IF NOT EXISTS tq_chaos_transitions (
     result      bytea,
     worker_id   text,
     error       text,
+    aborted     boolean     NOT NULL DEFAULT false,  -- an abort was on record (task control)
     at          timestamptz NOT NULL DEFAULT clock_timestamp()
 );
 
@@ -39,9 +40,10 @@ BEGIN
        OR OLD.lease_token IS DISTINCT FROM NEW.lease_token
        OR OLD.result IS DISTINCT FROM NEW.result THEN
         INSERT INTO tq_chaos_transitions (task_id, old_status, new_status, retry_count,
-                                          lease_token, result, worker_id, error)
+                                          lease_token, result, worker_id, error, aborted)
         VALUES (NEW.task_id, CASE WHEN TG_OP = 'UPDATE' THEN OLD.status END, NEW.status,
-                NEW.retry_count, NEW.lease_token, NEW.result, NEW.worker_id, NEW.error);
+                NEW.retry_count, NEW.lease_token, NEW.result, NEW.worker_id, NEW.error,
+                NEW.abort_requested_at IS NOT NULL);
     END IF;
     RETURN NULL;
 END $$;
@@ -63,6 +65,7 @@ class Transition:
     at: float  # unix time
     worker_id: str | None = None  # the task's worker as of this transition
     error: str | None = None
+    aborted: bool = False  # an abort was on record (POST /api/v1/tasks/{id}/abort)
 
 
 def install(conninfo: str) -> None:
@@ -76,7 +79,7 @@ def read_transitions(conninfo: str) -> dict[str, list[Transition]]:
     with psycopg.connect(conninfo, autocommit=True, row_factory=dict_row) as conn:
         rows = conn.execute(
             "SELECT task_id::text, old_status, new_status, retry_count, lease_token::text, "
-            "result, at, worker_id, error FROM tq_chaos_transitions ORDER BY seq"
+            "result, at, worker_id, error, aborted FROM tq_chaos_transitions ORDER BY seq"
         ).fetchall()
     for row in rows:
         at: datetime = row["at"]
@@ -91,6 +94,7 @@ def read_transitions(conninfo: str) -> dict[str, list[Transition]]:
                 at.timestamp(),
                 row["worker_id"],
                 row["error"],
+                row["aborted"],
             )
         )
     return by_task

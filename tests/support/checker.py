@@ -14,6 +14,8 @@ Guarantees checked (ARCHITECTURE.md, "Task life cycle"):
 - at most one result is ever accepted, and it is the result of a run that finished, started
   under the claim that was current when the result was accepted;
 - no claim after a 204 cancel;
+- `cancelled` after `in_progress` only with an abort on record, and an aborted task never
+  fails, dead-letters or completes after it (it ends cancelled, never retried);
 - no attempt is burned by a graceful stop: no lease of a worker process that was stopped with
   SIGTERM (and nothing else at the time) expires;
 - every task is terminal within `bound_seconds` of being stored.
@@ -45,6 +47,7 @@ LEGAL = frozenset(
         ("in_progress", "pending"),  # handed back unstarted (release, drain)
         ("pending", "cancelled"),
         ("failed", "cancelled"),
+        ("in_progress", "cancelled"),  # only with an abort on record (checked below)
     }
 )
 
@@ -188,6 +191,10 @@ def check(
         for t in trail:
             if (t.old_status, t.new_status) not in LEGAL:
                 bad(f"illegal transition {t.old_status} -> {t.new_status} of {task_id}")
+            elif (t.old_status, t.new_status) == ("in_progress", "cancelled") and not t.aborted:
+                bad(f"cancelled while in_progress without an abort on record: {task_id}")
+            elif t.aborted and t.new_status in ("failed", "dead_letter", "completed"):
+                bad(f"{t.new_status} after its abort (must end cancelled): {task_id}")
         terminal = [i for i, t in enumerate(trail) if t.new_status in TERMINAL]
         if stored.status not in TERMINAL:
             bad(f"not terminal: {task_id} is {stored.status}")
@@ -211,7 +218,11 @@ def check(
                 f"too many attempts: {task_id} was claimed {tries} times, "
                 f"max_retries {stored.max_retries}"
             )
-        counted = stored.retry_count + (0 if stored.status == "cancelled" else 1)
+        stopped_running = any(
+            (t.old_status, t.new_status) == ("in_progress", "cancelled") for t in trail
+        )  # an abort ends its attempt cancelled: the attempt counts, no retry follows
+        waited = stored.status == "cancelled" and not stopped_running
+        counted = stored.retry_count + (0 if waited else 1)
         if stored.status in TERMINAL and tries != counted:
             bad(f"{tries} attempts of {task_id} but retry_count {stored.retry_count}")
         if stored.status == "dead_letter" and tries != stored.max_retries + 1:

@@ -75,10 +75,32 @@ def test_submit_takes_every_field_of_a_task() -> None:
     assert args.idempotency_key == "order-1"
 
 
-def test_submit_defaults_are_the_contracts() -> None:
+def test_submit_leaves_timeout_and_retries_to_the_broker_unless_given() -> None:
     args = parse("submit", "--type", "noop")
-    assert (args.priority, args.timeout_seconds, args.max_retries) == (100, 300, 3)
-    assert args.schedule_at is None
+    assert (args.priority, args.timeout_seconds, args.max_retries) == (100, None, None)
+    assert args.schedule_at is None and args.wait is None and args.json is None
+
+
+def test_submit_wait_takes_an_optional_number_of_seconds() -> None:
+    assert parse("submit", "--type", "noop", "--wait").wait == cli.WAIT_FOREVER
+    assert parse("submit", "--type", "noop", "--wait", "2.5").wait == 2.5
+    assert parse("wait", TASK_ID).timeout == cli.WAIT_FOREVER
+    assert parse("wait", TASK_ID, "--timeout", "30").timeout == 30.0
+
+
+@pytest.mark.parametrize("value", ["-1", "soon", "nan", "inf"])
+def test_wait_seconds_must_be_a_finite_number(
+    capsys: pytest.CaptureFixture[str], value: str
+) -> None:
+    assert "expected a number of seconds" in usage_error(
+        capsys, "wait", TASK_ID, "--timeout", value
+    )
+
+
+def test_the_url_falls_back_to_the_workers_variable_name() -> None:
+    assert parse("stats", env={"TQ_BROKER_URL": "http://old:1"}).url == "http://old:1"
+    both = {"TQ_BROKER_URL": "http://old:1", "TQ_URL": "http://new:2"}
+    assert parse("stats", env=both).url == "http://new:2"
 
 
 def test_list_filters_and_formats() -> None:

@@ -83,8 +83,6 @@ def test_submit_sends_the_task_the_key_and_the_idempotency_key() -> None:
         "payload": "dXNlckBleGFtcGxlLmNvbQ==",
         "priority": 150,
         "schedule_at": "2030-01-01T00:00:00Z",
-        "timeout_seconds": 300,
-        "max_retries": 3,
     }
 
 

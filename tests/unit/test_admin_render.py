@@ -11,11 +11,13 @@ import yaml
 
 from tq_client import render
 from tq_client.models import (
+    AttemptOutcome,
     CreatedKey,
     Health,
     KeyInfo,
     QueueDepthByPriority,
     Stats,
+    TaskAttempt,
     TaskDetail,
     TaskStatus,
     TaskSummary,
@@ -136,11 +138,13 @@ def test_stats_table_has_the_contract_rows_in_order_then_the_extras() -> None:
         │ Completed (1h)      │ 5000  │
         │ Failed (1h)         │ 12    │
         │ Avg Processing (ms) │ 125.5 │
+        │ Scheduled (not due) │ 0     │
         └─────────────────────┴───────┘
     """)
 
 
-def test_workers_table_has_the_contract_columns() -> None:
+def test_workers_table_has_the_contract_columns_then_what_each_serves() -> None:
+    served = {"task_types": ["email", "resize"], "concurrency": 8, "status": "draining"}
     workers = [
         WorkerInfo(
             worker_id=worker_id,
@@ -149,19 +153,20 @@ def test_workers_table_has_the_contract_columns() -> None:
             current_tasks=tasks,
             cpu_usage_percent=cpu,
             memory_usage_mb=memory,
+            **extra,
         )
-        for worker_id, tasks, cpu, memory in [
-            ("worker-host-12345-abc", 3, 45.2, 256.0),
-            ("worker-host-12346-def", 2, 32.1, 198.4),
+        for worker_id, tasks, cpu, memory, extra in [
+            ("worker-a", 3, 45.2, 256.0, served),
+            ("worker-b", 2, 32.1, 198.4, {}),  # from a broker that predates the extras
         ]
     ]
     assert render.to_text(render.workers_table(workers)) == text("""
-        ┌───────────────────────┬───────┬───────┬───────────┐
-        │ Worker ID             │ Tasks │ CPU % │ Memory MB │
-        ├───────────────────────┼───────┼───────┼───────────┤
-        │ worker-host-12345-abc │ 3     │ 45.2  │ 256       │
-        │ worker-host-12346-def │ 2     │ 32.1  │ 198       │
-        └───────────────────────┴───────┴───────┴───────────┘
+        ┌───────────┬───────┬───────┬───────────┬─────────────┬──────────┬───────────────┐
+        │ Worker ID │ Tasks │ CPU % │ Memory MB │ Concurrency │ Status   │ Task Types    │
+        ├───────────┼───────┼───────┼───────────┼─────────────┼──────────┼───────────────┤
+        │ worker-a  │ 3     │ 45.2  │ 256       │ 8           │ draining │ email, resize │
+        │ worker-b  │ 2     │ 32.1  │ 198       │ -           │ online   │ -             │
+        └───────────┴───────┴───────┴───────────┴─────────────┴──────────┴───────────────┘
     """)
 
 
@@ -276,3 +281,54 @@ def test_documents_use_the_rest_apis_field_names_and_encodings() -> None:
     assert as_json["created_at"] == "2024-01-01T12:00:00.123456Z"
     assert yaml.safe_load(render.document([task], "yaml")) == [as_json]
     assert render.document([], "json") == "[]"
+
+
+def test_status_shows_the_limits_and_when_a_waiting_task_runs() -> None:
+    retrying = detail(
+        status=TaskStatus.FAILED,
+        max_retries=5,
+        timeout_seconds=60,
+        run_at=NOON + timedelta(seconds=90),
+        error="ValueError: too big\n\nTraceback (most recent call last):\n  File …",
+    )
+    rendered = render.to_text(render.task_table(retrying, now=NOON))
+    assert "│ Limits   │ max 5 retries, timeout 60s" in rendered
+    assert "│ Retry At │ 2024-01-01T12:01:30Z (in 90s)" in rendered
+    assert "│ Error    │ ValueError: too big " in rendered and "Traceback" not in rendered
+    assert render.error_details(retrying) == f"Error of the last attempt:\n{retrying.error}"
+    scheduled = detail(status=TaskStatus.PENDING, run_at=NOON + timedelta(days=3))
+    assert "│ Run At   │ 2024-01-04T12:00:00Z (in 3d)" in render.to_text(
+        render.task_table(scheduled, now=NOON)
+    )
+    due = detail(status=TaskStatus.PENDING, run_at=NOON - timedelta(seconds=1))
+    assert "│ Run At   │ 2024-01-01T11:59:59Z" in render.to_text(render.task_table(due, now=NOON))
+    done = detail(run_at=NOON)
+    assert "Run At" not in render.to_text(render.task_table(done, now=NOON))
+
+
+def test_attempts_table_has_one_row_per_attempt_with_the_errors_first_line() -> None:
+    attempts = [
+        TaskAttempt(
+            attempt=1,
+            worker_id="worker-a",
+            claimed_at=NOON,
+            finished_at=NOON + timedelta(seconds=2),
+            outcome=AttemptOutcome.FAILED,
+            error="OSError: disk full\n\nTraceback …",
+        ),
+        TaskAttempt(attempt=2, worker_id="worker-b", claimed_at=NOON + timedelta(seconds=5)),
+    ]
+    assert render.to_text(render.attempts_table(attempts)) == text("""
+        ┌─────────┬──────────┬──────────────────────┬──────────────────────┬─────────┬────────────────────┐
+        │ Attempt │ Worker   │ Claimed              │ Finished             │ Outcome │ Error              │
+        ├─────────┼──────────┼──────────────────────┼──────────────────────┼─────────┼────────────────────┤
+        │ 1       │ worker-a │ 2024-01-01T12:00:00Z │ 2024-01-01T12:00:02Z │ failed  │ OSError: disk full │
+        │ 2       │ worker-b │ 2024-01-01T12:00:05Z │ -                    │ running │ -                  │
+        └─────────┴──────────┴──────────────────────┴──────────────────────┴─────────┴────────────────────┘
+    """)  # noqa: E501
+
+
+def test_queue_depth_chart_names_unserved_task_types_after_the_contracts_lines() -> None:
+    chart = render.queue_depth_chart(CONTRACT_DEPTH, unserved=["resize", "thumbnail"])
+    assert chart.splitlines()[:4] == render.queue_depth_chart(CONTRACT_DEPTH).splitlines()
+    assert chart.splitlines()[4] == ("Unserved (ready tasks, no online worker): resize, thumbnail")

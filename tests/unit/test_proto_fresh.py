@@ -37,7 +37,7 @@ def test_committed_stubs_match_a_fresh_generation_byte_for_byte(tmp_path: Path) 
     assert not stale, f"stale stubs {stale}: run `python scripts/generate_proto.py`"
 
 
-def test_stubs_import_from_the_package_and_describe_the_six_rpcs() -> None:
+def test_stubs_import_from_the_package_and_describe_the_rpcs() -> None:
     from tq_broker.rpc import taskqueue_pb2, taskqueue_pb2_grpc
 
     service = taskqueue_pb2.DESCRIPTOR.services_by_name["TaskQueue"]
@@ -49,5 +49,6 @@ def test_stubs_import_from_the_package_and_describe_the_six_rpcs() -> None:
         "ListTasks",
         "StreamTaskUpdates",
         "GetStats",
+        "AbortTask",
     ]
     assert hasattr(taskqueue_pb2_grpc, "add_TaskQueueServicer_to_server")

@@ -48,6 +48,15 @@ def test_success_passes_and_other_client_errors_are_rejections() -> None:
         _raise_for_status(response(401, {"error": "missing API key"}))
 
 
+@pytest.mark.parametrize(("status", "setting"), [(401, "TQ_API_KEY"), (403, "process_tasks")])
+def test_a_refused_key_names_the_setting_to_fix_in_every_log_line(
+    status: int, setting: str
+) -> None:
+    with pytest.raises(BrokerRejected) as caught:
+        _raise_for_status(response(status, {"error": "no"}))
+    assert setting in str(caught.value) and caught.value.reason == "no"
+
+
 def test_error_message_reads_the_error_body_or_falls_back_to_text() -> None:
     assert error_message(response(400, {"error": "bad"})) == "bad"
     assert (

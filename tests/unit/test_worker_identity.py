@@ -98,3 +98,12 @@ def test_a_non_numeric_concurrency_in_the_environment_is_a_clear_error() -> None
     env = {"TQ_CONCURRENCY": "lots"}
     with pytest.raises(ValueError, match="TQ_CONCURRENCY must be an integer"):
         build_config(_parser(env).parse_args(["--app", "m:w"]), env)
+
+
+def test_tq_url_wins_over_its_old_name_and_flags_win_over_both() -> None:
+    env = {"TQ_URL": "http://new:1", "TQ_BROKER_URL": "http://old:2", "TQ_API_KEY": "env-key"}
+    config = build_config(_parser(env).parse_args(["--app", "m:w"]), env)
+    assert (config.broker_url, config.api_key) == ("http://new:1", "env-key")
+    flags = ["--app", "m:w", "--url", "http://flag:3", "--api-key", "flag-key"]
+    config = build_config(_parser(env).parse_args(flags), env)
+    assert (config.broker_url, config.api_key) == ("http://flag:3", "flag-key")

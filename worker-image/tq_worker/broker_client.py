@@ -14,7 +14,7 @@ break: a 409 on complete/fail/release means every lease of the batch was stale; 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
 import httpx
@@ -37,6 +37,7 @@ from tq_client.protocol import (
     RegisterWorkerRequest,
     RegisterWorkerResponse,
     ReleaseRequest,
+    TaskTypeOptions,
 )
 from tq_worker.backoff import Backoff
 
@@ -69,8 +70,16 @@ class BrokerRejected(BrokerError):
     """Any other 4xx: the request itself is wrong (or unauthorised); repeating it cannot help."""
 
     def __init__(self, status_code: int, message: str) -> None:
-        super().__init__(f"HTTP {status_code}: {message}")
+        super().__init__(f"HTTP {status_code}: {message}{KEY_HINTS.get(status_code, '')}")
         self.status_code = status_code
+        self.reason = message
+
+
+# A refused key is a setting to fix, not a bug: every log line about it says which one.
+KEY_HINTS = {
+    401: " (set --api-key / TQ_API_KEY to a valid key)",
+    403: " (the API key needs the process_tasks permission)",
+}
 
 
 def retry_delay(exc: BrokerError, backoff: Backoff) -> float:
@@ -132,13 +141,18 @@ class BrokerClient:
         await self._heartbeat_http.aclose()
 
     async def register(
-        self, task_types: Sequence[str], concurrency: int, prefetch: int | None = None
+        self,
+        task_types: Sequence[str],
+        concurrency: int,
+        prefetch: int | None = None,
+        task_options: Mapping[str, TaskTypeOptions] | None = None,
     ) -> RegisterWorkerResponse:
         body = RegisterWorkerRequest(
             worker_id=self.worker_id,
             task_types=list(task_types),
             concurrency=concurrency,
             prefetch=prefetch,
+            task_options=dict(task_options or {}),
         )
         response = await self._send(self._http, "POST", "/api/v1/workers", body)
         _raise_for_status(response)

@@ -1,8 +1,10 @@
 """`tq-worker --app module:attr`: load a `Worker`, run it until SIGTERM/SIGINT, drain, exit 0.
 
-Settings come from flags, then the environment (TQ_BROKER_URL, TQ_API_KEY, TQ_CONCURRENCY),
-then defaults. The one thing not to break: a bad `--app` or setting is one clear line on
-stderr and exit code 2, never a traceback; a broker that is down is waited for, not fatal.
+Settings come from flags, then the environment (TQ_URL — or its older name TQ_BROKER_URL —,
+TQ_API_KEY, TQ_CONCURRENCY, TQ_LOG_FORMAT, TQ_LOG_LEVEL), then defaults. The one thing not to
+break: a bad `--app` or setting is one clear line on stderr and exit code 2, never a
+traceback; a broker that is down is waited for, not fatal; a broker that refuses the key
+says which setting to fix.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import sys
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
+from tq_client.connection import api_key, broker_url
+from tq_client.logs import add_logging_arguments, configure_from_arguments
 from tq_worker.app import Worker
 from tq_worker.broker_client import BrokerRejected
 from tq_worker.config import (
@@ -61,9 +65,16 @@ def _parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tq-worker", description=__doc__.split("\n")[0])
     parser.add_argument("--app", required=True, help="module:attribute of a tq_worker.Worker")
     parser.add_argument(
+        "--url",
         "--broker-url",
-        default=env.get("TQ_BROKER_URL", BROKER_URL_DEFAULT),
-        help=f"broker base URL (TQ_BROKER_URL, default {BROKER_URL_DEFAULT})",
+        dest="broker_url",
+        default=broker_url(env, BROKER_URL_DEFAULT),
+        help=f"broker base URL (TQ_URL or TQ_BROKER_URL, default {BROKER_URL_DEFAULT})",
+    )
+    parser.add_argument(
+        "--api-key",
+        default=api_key(env),
+        help="API key with the process_tasks permission (TQ_API_KEY, which keeps it out of ps)",
     )
     parser.add_argument(
         "--concurrency",
@@ -83,9 +94,7 @@ def _parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         default=DRAIN_SECONDS_DEFAULT,
         help=f"on SIGTERM, how long running tasks may finish (default {DRAIN_SECONDS_DEFAULT:g})",
     )
-    parser.add_argument(
-        "--log-level", default="info", choices=["debug", "info", "warning", "error"]
-    )
+    add_logging_arguments(parser)
     return parser
 
 
@@ -99,7 +108,7 @@ def build_config(args: argparse.Namespace, env: Mapping[str, str]) -> RuntimeCon
             raise ValueError(f"TQ_CONCURRENCY must be an integer, got {raw!r}") from None
     return RuntimeConfig(
         broker_url=args.broker_url,
-        api_key=env.get("TQ_API_KEY") or None,
+        api_key=args.api_key,
         concurrency=concurrency,
         prefetch=args.prefetch,
         drain_seconds=args.drain_seconds,
@@ -109,9 +118,11 @@ def build_config(args: argparse.Namespace, env: Mapping[str, str]) -> RuntimeCon
 def main(argv: list[str] | None = None) -> int:
     env = os.environ
     args = _parser(env).parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    try:
+        configure_from_arguments(args)
+    except ValueError as exc:  # a bad TQ_LOG_FORMAT / TQ_LOG_LEVEL
+        print(f"tq-worker: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
     try:
         config = build_config(args, env)
@@ -135,12 +146,34 @@ def run(runtime: Runtime) -> int:
     try:
         _run_loop(serve)
     except BrokerRejected as exc:
-        print(f"tq-worker: the broker refused this worker: {exc}", file=sys.stderr)
+        print(f"tq-worker: {refusal_advice(exc, runtime.config)}", file=sys.stderr)
         return 1
     except RuntimeError as exc:
         print(f"tq-worker: {exc}: {exc.__cause__!r}", file=sys.stderr)
         return 1
     return 0
+
+
+def refusal_advice(exc: BrokerRejected, config: RuntimeConfig) -> str:
+    """What the operator should change when the broker refuses to register this worker."""
+    where = f"the broker at {config.broker_url}"
+    answer = f"HTTP {exc.status_code}: {exc.reason}"
+    if exc.status_code == 401:
+        if config.api_key is None:
+            return (
+                f"{where} needs an API key ({answer}): set --api-key or TQ_API_KEY to a key "
+                "with the process_tasks permission"
+            )
+        return (
+            f"{where} does not accept this API key ({answer}): check --api-key / TQ_API_KEY "
+            "(unknown, revoked or mistyped key), and --url / TQ_URL (the right broker?)"
+        )
+    if exc.status_code == 403:
+        return (
+            f"{where} refused the API key ({answer}): it lacks the process_tasks permission; "
+            "create a key with it (tq-admin keys create --permission process_tasks)"
+        )
+    return f"{where} refused this worker: {answer}"
 
 
 def _run_loop(main: Callable[[], Coroutine[Any, Any, None]]) -> None:

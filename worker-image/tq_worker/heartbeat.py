@@ -1,4 +1,5 @@
-"""The heartbeat loop: liveness, load (CPU %, RSS MB) and renewal of every lease held.
+"""The heartbeat loop: liveness, load (CPU %, RSS MB), renewal of every lease held, the
+handlers' latest progress out and the broker's aborts in.
 
 It beats on a fixed schedule on its own connection pool, whatever the handlers are doing. The
 one thing not to break: `abandon` in an answer refers to the leases *sent* in that request, so
@@ -14,10 +15,11 @@ from dataclasses import dataclass
 
 import psutil
 
-from tq_client.protocol import HeartbeatRequest
+from tq_client.protocol import HeartbeatRequest, ProgressReport
 from tq_worker.broker_client import BrokerClient, BrokerRejected, BrokerUnavailable, WorkerGone
 from tq_worker.config import HELD_MAX
-from tq_worker.ledger import LeaseKey, Ledger
+from tq_worker.ledger import Held, LeaseKey, Ledger
+from tq_worker.progress import ProgressSlot, Reported
 
 log = logging.getLogger(__name__)
 BYTES_PER_MB = 1024 * 1024
@@ -49,6 +51,8 @@ class Heartbeater:
     reregister: Callable[[int], Awaitable[None]]
     generation: Callable[[], int]
     sampler: LoadSampler | None = None
+    # Called with the leases (sent in that beat) whose tasks the broker says to abort.
+    abort: Callable[[list[LeaseKey]], None] = lambda keys: None
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -64,11 +68,13 @@ class Heartbeater:
             log.warning("holding %d leases; renewing the first %d", len(held), HELD_MAX)
             held = held[:HELD_MAX]
         cpu, rss_mb = sampler.sample()
+        progress = unsent_progress(held)
         request = HeartbeatRequest(
             cpu_usage_percent=cpu,
             memory_usage_mb=rss_mb,
             current_tasks=self.ledger.running_count,
             leases=[entry.lease for entry in held],
+            progress=[report for report, _, _ in progress],
         )
         generation = self.generation()
         try:
@@ -80,8 +86,26 @@ class Heartbeater:
         except (BrokerUnavailable, BrokerRejected) as exc:
             log.warning("heartbeat failed: %s", exc)
             return
+        for _, slot, reported in progress:
+            slot.mark_sent(reported)
+        sent = {entry.task.task_id: entry.task.lease_token for entry in held}
         if answer.abandon:
-            sent = {entry.task.task_id: entry.task.lease_token for entry in held}
             keys = [(task_id, sent[task_id]) for task_id in answer.abandon if task_id in sent]
             log.info("broker says abandon %d tasks", len(keys))
             self.abandon(keys)
+        if answer.abort:
+            self.abort([(task_id, sent[task_id]) for task_id in answer.abort if task_id in sent])
+
+
+def unsent_progress(held: list[Held]) -> list[tuple[ProgressReport, ProgressSlot, Reported]]:
+    """The latest progress of each running handler that the broker has not taken yet."""
+    found = []
+    for entry in held:
+        slot = entry.ctx.progress_slot if entry.ctx is not None else None
+        reported = slot.unsent() if slot is not None else None
+        if slot is not None and reported is not None:
+            report = ProgressReport(
+                task_id=entry.task.task_id, fraction=reported.fraction, message=reported.message
+            )
+            found.append((report, slot, reported))
+    return found

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
 from tq_client.protocol import ClaimedTask, Lease
+from tq_worker.context import TaskContext
 
 LeaseKey = tuple[UUID, UUID]  # (task_id, lease_token)
 
@@ -31,6 +33,7 @@ class Stage(enum.Enum):
 class StopReason(enum.Enum):
     ABANDONED = "abandoned"  # the lease is no longer ours: drop everything, report nothing
     SHUTDOWN = "shutdown"  # the drain period ended: report a failure
+    ABORTED = "aborted"  # asked to stop (POST .../abort): a grace period, then abandoned
 
 
 @dataclass(eq=False)
@@ -40,6 +43,10 @@ class Held:
     stage: Stage = Stage.QUEUED
     handle: asyncio.Future[Any] | None = None
     stop_reason: StopReason | None = None
+    ctx: TaskContext | None = None  # the running attempt's context: cancelled on stop
+    started_at: float | None = None  # time.monotonic() when the handler started
+    # Resolved when the worker stops waiting for an aborted handler (its grace ended).
+    given_up: asyncio.Future[None] | None = None
 
     @property
     def key(self) -> LeaseKey:
@@ -50,11 +57,33 @@ class Held:
         return Lease(task_id=self.task.task_id, lease_token=self.task.lease_token)
 
     def stop(self, reason: StopReason) -> None:
-        """Cancel the running handler (a sync one keeps its thread; its result is dropped)."""
+        """Cancel the running handler (a sync one keeps its thread; its result is dropped)
+        and set its context's cancelled flag, which is all a sync handler can see."""
         if self.stop_reason is None:
             self.stop_reason = reason
+        if self.ctx is not None:
+            self.ctx.cancel(reason.value)
         if self.handle is not None and not self.handle.done():
             self.handle.cancel()
+
+    def abort(self, grace_seconds: float) -> None:
+        """Ask the running handler to stop: ctx.cancelled for both kinds, CancelledError for
+        an async one (a sync one's result is still awaited); after `grace_seconds` the worker
+        stops waiting for it. A handler's thread cannot be killed: it runs on, abandoned."""
+        if self.stop_reason is not None:
+            return
+        self.stop_reason = StopReason.ABORTED
+        if self.ctx is not None:
+            self.ctx.cancel(StopReason.ABORTED.value)
+        if isinstance(self.handle, asyncio.Task) and not self.handle.done():
+            self.handle.cancel()
+        if self.given_up is not None:
+            asyncio.get_running_loop().call_later(grace_seconds, _resolve, self.given_up)
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 _UNFINISHED = (Stage.QUEUED, Stage.RUNNING)
@@ -91,9 +120,13 @@ class Ledger:
             return None
         return held
 
-    def start(self, held: Held, handle: asyncio.Future[Any] | None) -> None:
+    def start(
+        self, held: Held, handle: asyncio.Future[Any] | None, ctx: TaskContext | None = None
+    ) -> None:
         held.stage = Stage.RUNNING
         held.handle = handle
+        held.ctx = ctx
+        held.started_at = time.monotonic()
 
     def finish(self, held: Held) -> bool:
         """Mark a running or queued task finished; False if it is no longer held or finished."""

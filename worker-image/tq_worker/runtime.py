@@ -28,16 +28,30 @@ from tq_worker.broker_client import (
     retry_delay,
 )
 from tq_worker.config import RuntimeConfig
-from tq_worker.execution import Outcome, failed, start_handler, timeout_error, wait_outcome
+from tq_worker.execution import (
+    Outcome,
+    failed,
+    new_context,
+    start_handler,
+    timeout_failure,
+    wait_outcome,
+)
 from tq_worker.heartbeat import Heartbeater
 from tq_worker.ledger import Held, LeaseKey, Ledger, Stage, StopReason
 from tq_worker.reporter import Reporter
+from tq_worker.task_log import log_finished
 from tq_worker.threads import ThreadRunner
 
 log = logging.getLogger("tq_worker")
 
 SHUTDOWN_ERROR = "worker shut down before the task finished"
 CANCELLED_ERROR = "CancelledError: the handler was cancelled"
+ABORTED_ERROR = "aborted: the handler stopped when asked"
+ABORTED_UNSTARTED_ERROR = "aborted before its handler started"
+ABANDONED_ERROR = (
+    "aborted: the handler did not stop within the {grace:g}s grace period; the worker "
+    "abandoned it (a sync handler's thread runs on until it returns)"
+)
 DEREGISTER_ATTEMPTS = 3
 EMPTY_CLAIM_MIN_SECONDS = 0.5  # an empty claim answer ends at least this long after it began
 DEREGISTER_SECONDS = 5.0
@@ -101,7 +115,10 @@ class Runtime:
         while not self._stopping.is_set():
             try:
                 self._registration = await self.client.register(
-                    self.app.task_types, self.config.concurrency, self.config.prefetch_count
+                    self.app.task_types,
+                    self.config.concurrency,
+                    self.config.prefetch_count,
+                    self.app.task_options,
                 )
             except (BrokerUnavailable, BrokerRejected) as exc:
                 if fatal and isinstance(exc, BrokerRejected):
@@ -129,6 +146,24 @@ class Runtime:
             held.stop(StopReason.ABANDONED)
             self.reporter.discard(*held.key)
 
+    def _abort(self, keys: Iterable[LeaseKey]) -> None:
+        """The broker asks to stop these tasks: a running handler gets the grace period; one
+        not started yet is reported at once. Either way the broker ends the task cancelled."""
+        wanted = set(keys)
+        for held in self.ledger.leases():
+            if held.key not in wanted:
+                continue
+            if held.stage is Stage.RUNNING and held.stop_reason is None:
+                log.info("task %s aborted; stopping its handler", held.task.task_id)
+                held.abort(self._abort_grace_seconds)
+            elif held.stage is Stage.QUEUED and self.ledger.finish(held):
+                self.reporter.put(failed(held.task, ABORTED_UNSTARTED_ERROR, retryable=False))
+
+    @property
+    def _abort_grace_seconds(self) -> float:
+        assert self._registration is not None
+        return self._registration.abort_grace_seconds
+
     def _abandon_all(self) -> None:
         for held in self.ledger.remove_all():
             held.stop(StopReason.ABANDONED)
@@ -144,6 +179,7 @@ class Runtime:
             abandon=self._abandon,
             reregister=self._reregister,
             generation=lambda: self._generation,
+            abort=self._abort,
         )
         self._services = [self._spawn(heartbeater.run()), self._spawn(self.reporter.run())]
         self._executors = [
@@ -221,6 +257,9 @@ class Runtime:
             outcome = await self._execute(held)
             if outcome is not None and self.ledger.finish(held):
                 self.reporter.put(outcome)
+                log_finished(held, outcome)
+            elif outcome is None:
+                log_finished(held, None)
 
     async def _execute(self, held: Held) -> Outcome | None:
         task = held.task
@@ -229,14 +268,24 @@ class Runtime:
             return failed(task, f"LookupError: this worker has no handler for {task.task_type!r}")
         remaining = held.deadline - asyncio.get_running_loop().time()
         if remaining <= 0:  # waited in the prefetch queue past its deadline: do not start it
-            return failed(task, timeout_error(task.timeout_seconds))
-        handle = start_handler(registered, task.payload, self._threads)
-        self.ledger.start(held, handle)
-        outcome = await wait_outcome(task, handle, remaining)
+            return timeout_failure(task, registered)
+        ctx = new_context(task, remaining)
+        handle = start_handler(registered, task.payload, self._threads, ctx)
+        held.given_up = asyncio.get_running_loop().create_future()
+        self.ledger.start(held, handle, ctx)
+        outcome = await wait_outcome(task, handle, remaining, registered, held.given_up)
         if outcome is not None:
+            if handle.cancelled():  # timed out: a sync handler may still run; tell it
+                ctx.cancel("timeout")
             return outcome
         if held.stop_reason is StopReason.ABANDONED:
             return None
+        if held.stop_reason is StopReason.ABORTED:
+            if handle.done():
+                return failed(task, ABORTED_ERROR, retryable=False)
+            return failed(
+                task, ABANDONED_ERROR.format(grace=self._abort_grace_seconds), retryable=False
+            )
         return failed(task, SHUTDOWN_ERROR if held.stop_reason else CANCELLED_ERROR)
 
     # -- drain ----------------------------------------------------------------------------
@@ -251,7 +300,9 @@ class Runtime:
         for held in self.ledger.running():
             held.stop(StopReason.SHUTDOWN)
             if self.ledger.finish(held):
-                self.reporter.put(failed(held.task, SHUTDOWN_ERROR))
+                outcome = failed(held.task, SHUTDOWN_ERROR)
+                self.reporter.put(outcome)
+                log_finished(held, outcome)
         await _cancel(*self._executors)
         flush_deadline = loop.time() + self.config.flush_seconds
         with contextlib.suppress(TimeoutError):

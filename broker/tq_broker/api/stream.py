@@ -5,7 +5,8 @@ Client → server: {"type": "subscribe", "filters": {"task_types": [...], "statu
 TASK_IDS_FILTER_MAX task UUIDs; a new subscribe replaces the filters). Server → client:
 {"type": "subscribed", "filters": {...}} once the subscription is live (every change that
 commits after it is delivered, whichever replica makes it; see events.py), then
-{"type": "task_update", "task": {"task_id", "task_type", "status", "updated_at"}}.
+{"type": "task_update", "task": {"task_id", "task_type", "status", "updated_at"}}, plus
+`progress` {fraction, message, updated_at} and `aborted_at`/`aborted_by` when the task has them.
 Authenticated like the REST API (read_tasks): `Authorization: Bearer <key>`; browsers, which
 cannot set headers, get a single-use ticket from `POST /api/v1/ws-tickets` and connect with
 `?ticket=<ticket>` (`?token=<key>` still works, but puts the key in URLs). The key is checked
@@ -97,15 +98,18 @@ def parse_subscribe(raw: str) -> Filters:
 
 
 def update_message(event: TaskEvent) -> dict[str, Any]:
-    return {
-        "type": "task_update",
-        "task": {
-            "task_id": event.task_id,
-            "task_type": event.task_type,
-            "status": event.status,
-            "updated_at": event.updated_at,
-        },
+    task: dict[str, Any] = {
+        "task_id": event.task_id,
+        "task_type": event.task_type,
+        "status": event.status,
+        "updated_at": event.updated_at,
     }
+    if event.progress is not None:
+        fraction, message, updated_at = event.progress
+        task["progress"] = {"fraction": fraction, "message": message, "updated_at": updated_at}
+    if event.aborted is not None:
+        task["aborted_at"], task["aborted_by"] = event.aborted
+    return {"type": "task_update", "task": task}
 
 
 @router.post(

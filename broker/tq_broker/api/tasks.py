@@ -1,4 +1,4 @@
-"""Routes of /api/v1/tasks: submit (single and batch), get, list, cancel."""
+"""Routes of /api/v1/tasks: submit (single and batch), get, list, cancel, abort, requeue."""
 
 from __future__ import annotations
 
@@ -15,18 +15,22 @@ from tq_broker.api.errors import ERROR_RESPONSES
 from tq_broker.api.parsing import OffLoopJsonRoute
 from tq_broker.api.responses import json_response
 from tq_broker.api.security import requires
-from tq_broker.auth import Principal, submitter_of
+from tq_broker.auth import Principal, actor_of, submitter_of
 from tq_broker.errors import InvalidRequest
 from tq_broker.keys import Permission
 from tq_client.models import (
     TASK_TYPE_PATTERN,
     WAIT_SECONDS_MAX,
+    AbortTaskResponse,
+    RequeueManyRequest,
+    RequeueManyResponse,
     SubmitBatchRequest,
     SubmitBatchResponse,
     SubmitTaskRequest,
     SubmitTaskResponse,
     TaskAttempt,
     TaskDetail,
+    TaskPayload,
     TaskStatus,
     TaskSummary,
 )
@@ -80,13 +84,26 @@ async def submit_batch(body: SubmitBatchRequest, store: StoreDep, request: Reque
     return json_response(SubmitBatchResponse(tasks=tasks), 201)
 
 
+@router.post(
+    "/requeue",
+    dependencies=[requires(Permission.ADMIN)],
+    response_model=RequeueManyResponse,
+    responses=ERROR_RESPONSES,
+    summary="Admin: requeue the dead letters that match a filter (at most `limit`)",
+)
+async def requeue_many(body: RequeueManyRequest, store: StoreDep) -> Response:
+    task_ids = list(dict.fromkeys(body.task_ids)) if body.task_ids is not None else None
+    requeued, remaining = await store.task_requeue_many(body.task_type, task_ids, body.limit)
+    return json_response(RequeueManyResponse(requeued=requeued, remaining=remaining))
+
+
 async def _method_not_allowed() -> Response:
     raise HTTPException(405, "Method Not Allowed")
 
 
 # POST-only actions under /tasks/: without these, GET /tasks/claim would match
 # /tasks/{task_id} and answer "invalid UUID" instead of 405.
-for _action in ("batch", "claim", "complete", "fail", "release"):
+for _action in ("batch", "claim", "complete", "fail", "release", "requeue"):
     router.add_api_route(
         f"/{_action}",
         _method_not_allowed,
@@ -135,6 +152,17 @@ async def task_attempts(task_id: UUID, store: StoreDep) -> Response:
 
 
 @router.get(
+    "/{task_id}/payload",
+    dependencies=[requires(Permission.READ_TASKS)],
+    response_model=TaskPayload,
+    responses=ERROR_RESPONSES,
+    summary="Get a task's payload (base64)",
+)
+async def get_task_payload(task_id: UUID, store: StoreDep) -> Response:
+    return json_response(TaskPayload(task_id=task_id, payload=await store.task_payload(task_id)))
+
+
+@router.get(
     "",
     dependencies=[requires(Permission.READ_TASKS)],
     response_model=list[TaskSummary],
@@ -162,6 +190,22 @@ async def list_tasks(
 async def cancel_task(task_id: UUID, store: StoreDep) -> Response:
     await store.task_cancel(task_id)
     return Response(status_code=204)
+
+
+@router.post(
+    "/{task_id}/abort",
+    dependencies=[requires(Permission.CANCEL_TASKS)],
+    response_model=AbortTaskResponse,
+    responses={
+        202: {"model": AbortTaskResponse, "description": "Running: its worker will stop it"},
+        **ERROR_RESPONSES,
+    },
+    summary="Abort a task: cancel it if waiting (200), stop it if running (202); 409 if finished",
+)
+async def abort_task(task_id: UUID, store: StoreDep, request: Request) -> Response:
+    principal: Principal | None = getattr(request.state, "principal", None)
+    aborted = await store.task_abort(task_id, actor_of(principal))
+    return json_response(aborted, 200 if aborted.status is TaskStatus.CANCELLED else 202)
 
 
 @router.post(

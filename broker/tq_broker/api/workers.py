@@ -52,6 +52,7 @@ async def register_worker(
             heartbeat_interval_seconds=settings.heartbeat_interval_seconds,
             lease_ttl_seconds=settings.lease_ttl_seconds,
             claim_wait_max_seconds=settings.claim_wait_max_seconds,
+            abort_grace_seconds=settings.abort_grace_seconds,
         ),
         201,
     )

@@ -27,6 +27,7 @@ from tq_broker.rpc import taskqueue_pb2 as pb
 from tq_client.models import (
     TASK_IDS_FILTER_MAX,
     TASK_TYPE_PATTERN,
+    AbortTaskResponse,
     Stats,
     SubmitTaskRequest,
     TaskDetail,
@@ -168,15 +169,48 @@ def task_message(task: TaskSummary) -> pb.Task:
         message.error = task.error or ""
         message.retry_count = task.retry_count
         message.worker_id = task.worker_id or ""
+        if task.progress is not None:
+            message.progress.CopyFrom(
+                pb.Progress(
+                    fraction=task.progress.fraction,
+                    message=task.progress.message or "",
+                    updated_at=timestamp(task.progress.updated_at),
+                )
+            )
+        if task.aborted_at is not None:
+            message.aborted_at.CopyFrom(timestamp(task.aborted_at))
+            message.aborted_by = task.aborted_by or ""
     return message
 
 
 def update_message(event: TaskEvent) -> pb.TaskUpdate:
-    return pb.TaskUpdate(
+    message = pb.TaskUpdate(
         task_id=event.task_id,
         task_type=event.task_type,
         status=event.status,
         updated_at=timestamp(event_time(event)),
+    )
+    if event.progress is not None:
+        fraction, text, updated_at = event.progress
+        message.progress.CopyFrom(
+            pb.Progress(
+                fraction=fraction,
+                message=text or "",
+                updated_at=timestamp(datetime.fromisoformat(updated_at)),
+            )
+        )
+    if event.aborted is not None:
+        message.aborted_at.CopyFrom(timestamp(datetime.fromisoformat(event.aborted[0])))
+        message.aborted_by = event.aborted[1]
+    return message
+
+
+def abort_response(aborted: AbortTaskResponse) -> pb.AbortTaskResponse:
+    return pb.AbortTaskResponse(
+        task_id=str(aborted.task_id),
+        status=aborted.status.value,
+        aborted_at=timestamp(aborted.aborted_at),
+        aborted_by=aborted.aborted_by,
     )
 
 

@@ -1,4 +1,4 @@
-"""The six rpcs of `taskqueue.v1.TaskQueue`, on the same store, event hub and API keys as REST.
+"""The seven rpcs of `taskqueue.v1.TaskQueue`, on the same store, event hub and API keys as REST.
 
 Each rpc runs inside `_Call`, which authenticates (metadata `authorization: Bearer <key>`),
 checks the permission, spends a rate-limit token, and maps the broker's exceptions to gRPC
@@ -30,6 +30,7 @@ from tq_broker.auth import (
     Principal,
     RateLimited,
     StreamKey,
+    actor_of,
     submitter_of,
 )
 from tq_broker.error_codes import codes_of
@@ -165,6 +166,14 @@ class TaskQueueService(TaskQueueServicer):
             await self._store.task_cancel(task_id)
             return pb.CancelTaskResponse(task_id=str(task_id), status="cancelled")
 
+    async def AbortTask(
+        self, request: pb.AbortTaskRequest, context: Context
+    ) -> pb.AbortTaskResponse:
+        async with self._call(context, Permission.CANCEL_TASKS) as call:
+            task_id = convert.task_id(request.task_id)
+            aborted = await self._store.task_abort(task_id, actor_of(call.principal))
+            return convert.abort_response(aborted)
+
     async def ListTasks(
         self, request: pb.ListTasksRequest, context: Context
     ) -> pb.ListTasksResponse:
@@ -274,11 +283,17 @@ def _wanted(query: convert.StreamQuery, event: TaskEvent) -> bool:
 
 
 def _event_of(task: TaskDetail) -> TaskEvent:
+    progress = task.progress
     return TaskEvent.from_row(
         {
             "task_id": task.task_id,
             "task_type": task.task_type,
             "status": task.status.value,
             "updated_at": task.updated_at,
+            "progress_fraction": progress.fraction if progress else None,
+            "progress_message": progress.message if progress else None,
+            "progress_updated_at": progress.updated_at if progress else None,
+            "aborted_at": task.aborted_at,
+            "aborted_by": task.aborted_by,
         }
     )

@@ -27,7 +27,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ctaskqueue/v1/taskqueue.proto\x12\x0ctaskqueue.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe8\x01\n\x11SubmitTaskRequest\x12\x11\n\ttask_type\x18\x01 \x01(\t\x12\x0f\n\x07payload\x18\x02 \x01(\x0c\x12\x15\n\x08priority\x18\x03 \x01(\rH\x00\x88\x01\x01\x12/\n\x0bschedule_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1c\n\x0ftimeout_seconds\x18\x05 \x01(\rH\x01\x88\x01\x01\x12\x18\n\x0bmax_retries\x18\x06 \x01(\rH\x02\x88\x01\x01\x42\x0b\n\t_priorityB\x12\n\x10_timeout_secondsB\x0e\n\x0c_max_retries\"5\n\x12SubmitTaskResponse\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\"\'\n\x14GetTaskStatusRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\"\xf3\x01\n\x04Task\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x11\n\ttask_type\x18\x02 \x01(\t\x12\x0e\n\x06status\x18\x03 \x01(\t\x12\x10\n\x08priority\x18\x04 \x01(\r\x12.\n\ncreated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06result\x18\x07 \x01(\x0c\x12\r\n\x05\x65rror\x18\x08 \x01(\t\x12\x13\n\x0bretry_count\x18\t \x01(\r\x12\x11\n\tworker_id\x18\n \x01(\t\"$\n\x11\x43\x61ncelTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\"5\n\x12\x43\x61ncelTaskResponse\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\"T\n\x10ListTasksRequest\x12\x0e\n\x06status\x18\x01 \x01(\t\x12\x11\n\ttask_type\x18\x02 \x01(\t\x12\r\n\x05limit\x18\x03 \x01(\r\x12\x0e\n\x06offset\x18\x04 \x01(\r\"6\n\x11ListTasksResponse\x12!\n\x05tasks\x18\x01 \x03(\x0b\x32\x12.taskqueue.v1.Task\"c\n\x18StreamTaskUpdatesRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x12\n\ntask_types\x18\x02 \x03(\t\x12\x10\n\x08statuses\x18\x03 \x03(\t\x12\x10\n\x08task_ids\x18\x04 \x03(\t\"p\n\nTaskUpdate\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x11\n\ttask_type\x18\x02 \x01(\t\x12\x0e\n\x06status\x18\x03 \x01(\t\x12.\n\nupdated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x11\n\x0fGetStatsRequest\"A\n\x14QueueDepthByPriority\x12\x0c\n\x04high\x18\x01 \x01(\x04\x12\x0e\n\x06normal\x18\x02 \x01(\x04\x12\x0b\n\x03low\x18\x03 \x01(\x04\"\xeb\x01\n\x05Stats\x12\x15\n\rpending_count\x18\x01 \x01(\x04\x12\x19\n\x11in_progress_count\x18\x02 \x01(\x04\x12\x1b\n\x13\x63ompleted_last_hour\x18\x03 \x01(\x04\x12\x18\n\x10\x66\x61iled_last_hour\x18\x04 \x01(\x04\x12\x14\n\x0cworker_count\x18\x05 \x01(\x04\x12\x1e\n\x16\x61vg_processing_time_ms\x18\x06 \x01(\x01\x12\x43\n\x17queue_depth_by_priority\x18\x07 \x01(\x0b\x32\".taskqueue.v1.QueueDepthByPriority2\xdd\x03\n\tTaskQueue\x12O\n\nSubmitTask\x12\x1f.taskqueue.v1.SubmitTaskRequest\x1a .taskqueue.v1.SubmitTaskResponse\x12G\n\rGetTaskStatus\x12\".taskqueue.v1.GetTaskStatusRequest\x1a\x12.taskqueue.v1.Task\x12O\n\nCancelTask\x12\x1f.taskqueue.v1.CancelTaskRequest\x1a .taskqueue.v1.CancelTaskResponse\x12L\n\tListTasks\x12\x1e.taskqueue.v1.ListTasksRequest\x1a\x1f.taskqueue.v1.ListTasksResponse\x12W\n\x11StreamTaskUpdates\x12&.taskqueue.v1.StreamTaskUpdatesRequest\x1a\x18.taskqueue.v1.TaskUpdate0\x01\x12>\n\x08GetStats\x12\x1d.taskqueue.v1.GetStatsRequest\x1a\x13.taskqueue.v1.Statsb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ctaskqueue/v1/taskqueue.proto\x12\x0ctaskqueue.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe8\x01\n\x11SubmitTaskRequest\x12\x11\n\ttask_type\x18\x01 \x01(\t\x12\x0f\n\x07payload\x18\x02 \x01(\x0c\x12\x15\n\x08priority\x18\x03 \x01(\rH\x00\x88\x01\x01\x12/\n\x0bschedule_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1c\n\x0ftimeout_seconds\x18\x05 \x01(\rH\x01\x88\x01\x01\x12\x18\n\x0bmax_retries\x18\x06 \x01(\rH\x02\x88\x01\x01\x42\x0b\n\t_priorityB\x12\n\x10_timeout_secondsB\x0e\n\x0c_max_retries\"5\n\x12SubmitTaskResponse\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\"\'\n\x14GetTaskStatusRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\"\xe1\x02\n\x04Task\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x11\n\ttask_type\x18\x02 \x01(\t\x12\x0e\n\x06status\x18\x03 \x01(\t\x12\x10\n\x08priority\x18\x04 \x01(\r\x12.\n\ncreated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06result\x18\x07 \x01(\x0c\x12\r\n\x05\x65rror\x18\x08 \x01(\t\x12\x13\n\x0bretry_count\x18\t \x01(\r\x12\x11\n\tworker_id\x18\n \x01(\t\x12(\n\x08progress\x18\x0b \x01(\x0b\x32\x16.taskqueue.v1.Progress\x12.\n\naborted_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\naborted_by\x18\r \x01(\t\"]\n\x08Progress\x12\x10\n\x08\x66raction\x18\x01 \x01(\x01\x12\x0f\n\x07message\x18\x02 \x01(\t\x12.\n\nupdated_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"#\n\x10\x41\x62ortTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\"x\n\x11\x41\x62ortTaskResponse\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12.\n\naborted_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\naborted_by\x18\x04 \x01(\t\"$\n\x11\x43\x61ncelTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\"5\n\x12\x43\x61ncelTaskResponse\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\"T\n\x10ListTasksRequest\x12\x0e\n\x06status\x18\x01 \x01(\t\x12\x11\n\ttask_type\x18\x02 \x01(\t\x12\r\n\x05limit\x18\x03 \x01(\r\x12\x0e\n\x06offset\x18\x04 \x01(\r\"6\n\x11ListTasksResponse\x12!\n\x05tasks\x18\x01 \x03(\x0b\x32\x12.taskqueue.v1.Task\"c\n\x18StreamTaskUpdatesRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x12\n\ntask_types\x18\x02 \x03(\t\x12\x10\n\x08statuses\x18\x03 \x03(\t\x12\x10\n\x08task_ids\x18\x04 \x03(\t\"\xde\x01\n\nTaskUpdate\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x11\n\ttask_type\x18\x02 \x01(\t\x12\x0e\n\x06status\x18\x03 \x01(\t\x12.\n\nupdated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12(\n\x08progress\x18\x05 \x01(\x0b\x32\x16.taskqueue.v1.Progress\x12.\n\naborted_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\naborted_by\x18\x07 \x01(\t\"\x11\n\x0fGetStatsRequest\"A\n\x14QueueDepthByPriority\x12\x0c\n\x04high\x18\x01 \x01(\x04\x12\x0e\n\x06normal\x18\x02 \x01(\x04\x12\x0b\n\x03low\x18\x03 \x01(\x04\"\xeb\x01\n\x05Stats\x12\x15\n\rpending_count\x18\x01 \x01(\x04\x12\x19\n\x11in_progress_count\x18\x02 \x01(\x04\x12\x1b\n\x13\x63ompleted_last_hour\x18\x03 \x01(\x04\x12\x18\n\x10\x66\x61iled_last_hour\x18\x04 \x01(\x04\x12\x14\n\x0cworker_count\x18\x05 \x01(\x04\x12\x1e\n\x16\x61vg_processing_time_ms\x18\x06 \x01(\x01\x12\x43\n\x17queue_depth_by_priority\x18\x07 \x01(\x0b\x32\".taskqueue.v1.QueueDepthByPriority2\xab\x04\n\tTaskQueue\x12O\n\nSubmitTask\x12\x1f.taskqueue.v1.SubmitTaskRequest\x1a .taskqueue.v1.SubmitTaskResponse\x12G\n\rGetTaskStatus\x12\".taskqueue.v1.GetTaskStatusRequest\x1a\x12.taskqueue.v1.Task\x12O\n\nCancelTask\x12\x1f.taskqueue.v1.CancelTaskRequest\x1a .taskqueue.v1.CancelTaskResponse\x12L\n\tListTasks\x12\x1e.taskqueue.v1.ListTasksRequest\x1a\x1f.taskqueue.v1.ListTasksResponse\x12W\n\x11StreamTaskUpdates\x12&.taskqueue.v1.StreamTaskUpdatesRequest\x1a\x18.taskqueue.v1.TaskUpdate0\x01\x12>\n\x08GetStats\x12\x1d.taskqueue.v1.GetStatsRequest\x1a\x13.taskqueue.v1.Stats\x12L\n\tAbortTask\x12\x1e.taskqueue.v1.AbortTaskRequest\x1a\x1f.taskqueue.v1.AbortTaskResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,25 +41,31 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETTASKSTATUSREQUEST']._serialized_start=369
   _globals['_GETTASKSTATUSREQUEST']._serialized_end=408
   _globals['_TASK']._serialized_start=411
-  _globals['_TASK']._serialized_end=654
-  _globals['_CANCELTASKREQUEST']._serialized_start=656
-  _globals['_CANCELTASKREQUEST']._serialized_end=692
-  _globals['_CANCELTASKRESPONSE']._serialized_start=694
-  _globals['_CANCELTASKRESPONSE']._serialized_end=747
-  _globals['_LISTTASKSREQUEST']._serialized_start=749
-  _globals['_LISTTASKSREQUEST']._serialized_end=833
-  _globals['_LISTTASKSRESPONSE']._serialized_start=835
-  _globals['_LISTTASKSRESPONSE']._serialized_end=889
-  _globals['_STREAMTASKUPDATESREQUEST']._serialized_start=891
-  _globals['_STREAMTASKUPDATESREQUEST']._serialized_end=990
-  _globals['_TASKUPDATE']._serialized_start=992
-  _globals['_TASKUPDATE']._serialized_end=1104
-  _globals['_GETSTATSREQUEST']._serialized_start=1106
-  _globals['_GETSTATSREQUEST']._serialized_end=1123
-  _globals['_QUEUEDEPTHBYPRIORITY']._serialized_start=1125
-  _globals['_QUEUEDEPTHBYPRIORITY']._serialized_end=1190
-  _globals['_STATS']._serialized_start=1193
-  _globals['_STATS']._serialized_end=1428
-  _globals['_TASKQUEUE']._serialized_start=1431
-  _globals['_TASKQUEUE']._serialized_end=1908
+  _globals['_TASK']._serialized_end=764
+  _globals['_PROGRESS']._serialized_start=766
+  _globals['_PROGRESS']._serialized_end=859
+  _globals['_ABORTTASKREQUEST']._serialized_start=861
+  _globals['_ABORTTASKREQUEST']._serialized_end=896
+  _globals['_ABORTTASKRESPONSE']._serialized_start=898
+  _globals['_ABORTTASKRESPONSE']._serialized_end=1018
+  _globals['_CANCELTASKREQUEST']._serialized_start=1020
+  _globals['_CANCELTASKREQUEST']._serialized_end=1056
+  _globals['_CANCELTASKRESPONSE']._serialized_start=1058
+  _globals['_CANCELTASKRESPONSE']._serialized_end=1111
+  _globals['_LISTTASKSREQUEST']._serialized_start=1113
+  _globals['_LISTTASKSREQUEST']._serialized_end=1197
+  _globals['_LISTTASKSRESPONSE']._serialized_start=1199
+  _globals['_LISTTASKSRESPONSE']._serialized_end=1253
+  _globals['_STREAMTASKUPDATESREQUEST']._serialized_start=1255
+  _globals['_STREAMTASKUPDATESREQUEST']._serialized_end=1354
+  _globals['_TASKUPDATE']._serialized_start=1357
+  _globals['_TASKUPDATE']._serialized_end=1579
+  _globals['_GETSTATSREQUEST']._serialized_start=1581
+  _globals['_GETSTATSREQUEST']._serialized_end=1598
+  _globals['_QUEUEDEPTHBYPRIORITY']._serialized_start=1600
+  _globals['_QUEUEDEPTHBYPRIORITY']._serialized_end=1665
+  _globals['_STATS']._serialized_start=1668
+  _globals['_STATS']._serialized_end=1903
+  _globals['_TASKQUEUE']._serialized_start=1906
+  _globals['_TASKQUEUE']._serialized_end=2461
 # @@protoc_insertion_point(module_scope)

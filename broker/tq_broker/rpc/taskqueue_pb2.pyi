@@ -144,6 +144,9 @@ class Task(_message.Message):
     ERROR_FIELD_NUMBER: _builtins.int
     RETRY_COUNT_FIELD_NUMBER: _builtins.int
     WORKER_ID_FIELD_NUMBER: _builtins.int
+    PROGRESS_FIELD_NUMBER: _builtins.int
+    ABORTED_AT_FIELD_NUMBER: _builtins.int
+    ABORTED_BY_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
     task_type: _builtins.str
     status: _builtins.str
@@ -152,10 +155,19 @@ class Task(_message.Message):
     error: _builtins.str
     retry_count: _builtins.int
     worker_id: _builtins.str
+    aborted_by: _builtins.str
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def updated_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def progress(self) -> Global___Progress:
+        """The handler's last progress report; unset: none."""
+
+    @_builtins.property
+    def aborted_at(self) -> _timestamp_pb2.Timestamp:
+        """Set once the task was asked to abort (by AbortTask or REST); unset: never."""
+
     def __init__(
         self,
         *,
@@ -169,14 +181,96 @@ class Task(_message.Message):
         error: _builtins.str = ...,
         retry_count: _builtins.int = ...,
         worker_id: _builtins.str = ...,
+        progress: Global___Progress | None = ...,
+        aborted_at: _timestamp_pb2.Timestamp | None = ...,
+        aborted_by: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "updated_at", b"updated_at"]
+    _HasFieldArgType: _TypeAlias = _typing.Literal["aborted_at", b"aborted_at", "created_at", b"created_at", "progress", b"progress", "updated_at", b"updated_at"]
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "error", b"error", "priority", b"priority", "result", b"result", "retry_count", b"retry_count", "status", b"status", "task_id", b"task_id", "task_type", b"task_type", "updated_at", b"updated_at", "worker_id", b"worker_id"]
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["aborted_at", b"aborted_at", "aborted_by", b"aborted_by", "created_at", b"created_at", "error", b"error", "priority", b"priority", "progress", b"progress", "result", b"result", "retry_count", b"retry_count", "status", b"status", "task_id", b"task_id", "task_type", b"task_type", "updated_at", b"updated_at", "worker_id", b"worker_id"]
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Task: _TypeAlias = Task
+
+@_typing.final
+class Progress(_message.Message):
+    """What a handler reported with ctx.progress(fraction, message)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FRACTION_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    UPDATED_AT_FIELD_NUMBER: _builtins.int
+    fraction: _builtins.float
+    """0-1."""
+    message: _builtins.str
+    """Empty: no message."""
+    @_builtins.property
+    def updated_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        fraction: _builtins.float = ...,
+        message: _builtins.str = ...,
+        updated_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["updated_at", b"updated_at"]
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fraction", b"fraction", "message", b"message", "updated_at", b"updated_at"]
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Progress: _TypeAlias = Progress
+
+@_typing.final
+class AbortTaskRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TASK_ID_FIELD_NUMBER: _builtins.int
+    task_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        task_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["task_id", b"task_id"]
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AbortTaskRequest: _TypeAlias = AbortTaskRequest
+
+@_typing.final
+class AbortTaskResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TASK_ID_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    ABORTED_AT_FIELD_NUMBER: _builtins.int
+    ABORTED_BY_FIELD_NUMBER: _builtins.int
+    task_id: _builtins.str
+    status: _builtins.str
+    """"cancelled" (it was waiting) or "in_progress" (its worker is stopping it)."""
+    aborted_by: _builtins.str
+    @_builtins.property
+    def aborted_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        task_id: _builtins.str = ...,
+        status: _builtins.str = ...,
+        aborted_at: _timestamp_pb2.Timestamp | None = ...,
+        aborted_by: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["aborted_at", b"aborted_at"]
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["aborted_at", b"aborted_at", "aborted_by", b"aborted_by", "status", b"status", "task_id", b"task_id"]
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AbortTaskResponse: _TypeAlias = AbortTaskResponse
 
 @_typing.final
 class CancelTaskRequest(_message.Message):
@@ -321,11 +415,21 @@ class TaskUpdate(_message.Message):
     TASK_TYPE_FIELD_NUMBER: _builtins.int
     STATUS_FIELD_NUMBER: _builtins.int
     UPDATED_AT_FIELD_NUMBER: _builtins.int
+    PROGRESS_FIELD_NUMBER: _builtins.int
+    ABORTED_AT_FIELD_NUMBER: _builtins.int
+    ABORTED_BY_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
     task_type: _builtins.str
     status: _builtins.str
+    aborted_by: _builtins.str
     @_builtins.property
     def updated_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def progress(self) -> Global___Progress:
+        """Set when the update carries progress, or the task was asked to abort (as in Task)."""
+
+    @_builtins.property
+    def aborted_at(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
         self,
         *,
@@ -333,10 +437,13 @@ class TaskUpdate(_message.Message):
         task_type: _builtins.str = ...,
         status: _builtins.str = ...,
         updated_at: _timestamp_pb2.Timestamp | None = ...,
+        progress: Global___Progress | None = ...,
+        aborted_at: _timestamp_pb2.Timestamp | None = ...,
+        aborted_by: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["updated_at", b"updated_at"]
+    _HasFieldArgType: _TypeAlias = _typing.Literal["aborted_at", b"aborted_at", "progress", b"progress", "updated_at", b"updated_at"]
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["status", b"status", "task_id", b"task_id", "task_type", b"task_type", "updated_at", b"updated_at"]
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["aborted_at", b"aborted_at", "aborted_by", b"aborted_by", "progress", b"progress", "status", b"status", "task_id", b"task_id", "task_type", b"task_type", "updated_at", b"updated_at"]
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

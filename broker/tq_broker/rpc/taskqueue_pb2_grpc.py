@@ -66,6 +66,11 @@ class TaskQueueStub:
                 request_serializer=taskqueue_dot_v1_dot_taskqueue__pb2.GetStatsRequest.SerializeToString,
                 response_deserializer=taskqueue_dot_v1_dot_taskqueue__pb2.Stats.FromString,
                 _registered_method=True)
+        self.AbortTask = channel.unary_unary(
+                '/taskqueue.v1.TaskQueue/AbortTask',
+                request_serializer=taskqueue_dot_v1_dot_taskqueue__pb2.AbortTaskRequest.SerializeToString,
+                response_deserializer=taskqueue_dot_v1_dot_taskqueue__pb2.AbortTaskResponse.FromString,
+                _registered_method=True)
 
 
 class TaskQueueServicer:
@@ -115,6 +120,15 @@ class TaskQueueServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AbortTask(self, request, context):
+        """Abort a task: a waiting one is cancelled at once (status "cancelled"); a running one is
+        marked and its worker stops it (status "in_progress"; it ends cancelled). Repeats answer
+        as the first did; FAILED_PRECONDITION once finished. Permission: cancel_tasks.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TaskQueueServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -147,6 +161,11 @@ def add_TaskQueueServicer_to_server(servicer, server):
                     servicer.GetStats,
                     request_deserializer=taskqueue_dot_v1_dot_taskqueue__pb2.GetStatsRequest.FromString,
                     response_serializer=taskqueue_dot_v1_dot_taskqueue__pb2.Stats.SerializeToString,
+            ),
+            'AbortTask': grpc.unary_unary_rpc_method_handler(
+                    servicer.AbortTask,
+                    request_deserializer=taskqueue_dot_v1_dot_taskqueue__pb2.AbortTaskRequest.FromString,
+                    response_serializer=taskqueue_dot_v1_dot_taskqueue__pb2.AbortTaskResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -311,6 +330,33 @@ class TaskQueue:
             '/taskqueue.v1.TaskQueue/GetStats',
             taskqueue_dot_v1_dot_taskqueue__pb2.GetStatsRequest.SerializeToString,
             taskqueue_dot_v1_dot_taskqueue__pb2.Stats.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AbortTask(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/taskqueue.v1.TaskQueue/AbortTask',
+            taskqueue_dot_v1_dot_taskqueue__pb2.AbortTaskRequest.SerializeToString,
+            taskqueue_dot_v1_dot_taskqueue__pb2.AbortTaskResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -60,6 +60,11 @@ class TaskQueueStub:
     """Live status changes (best effort, after the fact). Permission: read_tasks."""
     GetStats: _grpc.UnaryUnaryMultiCallable[_taskqueue_pb2.GetStatsRequest, _taskqueue_pb2.Stats]
     """Queue statistics. Permission: read_tasks."""
+    AbortTask: _grpc.UnaryUnaryMultiCallable[_taskqueue_pb2.AbortTaskRequest, _taskqueue_pb2.AbortTaskResponse]
+    """Abort a task: a waiting one is cancelled at once (status "cancelled"); a running one is
+    marked and its worker stops it (status "in_progress"; it ends cancelled). Repeats answer
+    as the first did; FAILED_PRECONDITION once finished. Permission: cancel_tasks.
+    """
 
 @_typing.type_check_only
 class TaskQueueAsyncStub(TaskQueueStub):
@@ -80,6 +85,11 @@ class TaskQueueAsyncStub(TaskQueueStub):
     """Live status changes (best effort, after the fact). Permission: read_tasks."""
     GetStats: _aio.UnaryUnaryMultiCallable[_taskqueue_pb2.GetStatsRequest, _taskqueue_pb2.Stats]  # type: ignore[assignment]
     """Queue statistics. Permission: read_tasks."""
+    AbortTask: _aio.UnaryUnaryMultiCallable[_taskqueue_pb2.AbortTaskRequest, _taskqueue_pb2.AbortTaskResponse]  # type: ignore[assignment]
+    """Abort a task: a waiting one is cancelled at once (status "cancelled"); a running one is
+    marked and its worker stops it (status "in_progress"; it ends cancelled). Repeats answer
+    as the first did; FAILED_PRECONDITION once finished. Permission: cancel_tasks.
+    """
 
 class TaskQueueServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -133,5 +143,16 @@ class TaskQueueServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_taskqueue_pb2.Stats, _abc.Awaitable[_taskqueue_pb2.Stats]]:
         """Queue statistics. Permission: read_tasks."""
+
+    @_abc_1.abstractmethod
+    def AbortTask(
+        self,
+        request: _taskqueue_pb2.AbortTaskRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_taskqueue_pb2.AbortTaskResponse, _abc.Awaitable[_taskqueue_pb2.AbortTaskResponse]]:
+        """Abort a task: a waiting one is cancelled at once (status "cancelled"); a running one is
+        marked and its worker stops it (status "in_progress"; it ends cancelled). Repeats answer
+        as the first did; FAILED_PRECONDITION once finished. Permission: cancel_tasks.
+        """
 
 def add_TaskQueueServicer_to_server(servicer: TaskQueueServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -48,8 +48,14 @@ RETURNING task_id, task_type, status, updated_at;
 -- task_get --
 -- One task with everything the GET endpoint shows.
 SELECT task_id, task_type, status, priority, created_at, updated_at, result, error,
-       retry_count, worker_id, max_retries, timeout_seconds, run_at
+       retry_count, worker_id, max_retries, timeout_seconds, run_at,
+       abort_requested_at AS aborted_at, aborted_by, progress_fraction, progress_message,
+       progress_updated_at
 FROM tq_tasks WHERE task_id = %(task_id)s;
+
+-- task_payload --
+-- One task's payload (the dashboard's detail page; GET task leaves it out, as the contract does).
+SELECT payload FROM tq_tasks WHERE task_id = %(task_id)s;
 
 -- task_status --
 -- The status of one task, to explain why a conditional update changed nothing.
@@ -81,30 +87,49 @@ SET status = 'cancelled', updated_at = now(), finished_at = now(), lease_token =
 WHERE task_id = %(task_id)s AND status IN ('pending', 'failed')
 RETURNING task_id, task_type, status, updated_at;
 
+-- task_abort --
+-- Abort a task: a waiting one (pending, or failed awaiting its retry) is cancelled at once, as
+-- by task_cancel; a running one is marked (who and when, kept from the first request) and its
+-- worker hears it on its next heartbeat. One statement; no row: unknown or already finished.
+UPDATE tq_tasks
+SET status = CASE WHEN status = 'in_progress' THEN status ELSE 'cancelled' END,
+    finished_at = CASE WHEN status = 'in_progress' THEN finished_at ELSE now() END,
+    lease_token = CASE WHEN status = 'in_progress' THEN lease_token END,
+    aborted_by = CASE WHEN abort_requested_at IS NULL THEN %(aborted_by)s ELSE aborted_by END,
+    abort_requested_at = coalesce(abort_requested_at, now()),
+    updated_at = CASE WHEN abort_requested_at IS NULL THEN now() ELSE updated_at END
+WHERE task_id = %(task_id)s AND status IN ('pending', 'failed', 'in_progress')
+RETURNING task_id, task_type, status, updated_at, abort_requested_at AS aborted_at, aborted_by;
+
 -- stats --
 -- System-wide counters for GET /api/v1/stats; buckets: high >= 200, normal 100-199, low <= 99.
 -- pending_count: every pending task (as the contract and the list filter count them); the
 -- buckets count queue depth, the tasks due now; scheduled_count: waiting, not yet due.
-SELECT
-    (SELECT count(*) FROM tq_tasks WHERE status = 'pending') AS pending_count,
-    (SELECT count(*) FROM tq_tasks
-      WHERE status IN ('pending', 'failed') AND run_at > now()) AS scheduled_count,
-    (SELECT count(*) FROM tq_tasks WHERE status = 'in_progress') AS in_progress_count,
-    (SELECT count(*) FROM tq_tasks
-      WHERE status = 'completed' AND finished_at > now() - interval '1 hour') AS completed_last_hour,
-    (SELECT count(*) FROM tq_tasks
-      WHERE status IN ('failed', 'dead_letter')
-        AND updated_at > now() - interval '1 hour') AS failed_last_hour,
-    (SELECT count(*) FROM tq_workers WHERE status <> 'offline') AS worker_count,
-    (SELECT COALESCE(avg(extract(epoch FROM finished_at - claimed_at) * 1000), 0)::float8
-       FROM tq_tasks
-      WHERE status = 'completed' AND finished_at > now() - interval '1 hour'
-        AND claimed_at IS NOT NULL) AS avg_processing_time_ms,
-    q.high, q.normal, q.low
-FROM (SELECT count(*) FILTER (WHERE tq_priority_bucket(priority) = 'high') AS high,
-             count(*) FILTER (WHERE tq_priority_bucket(priority) = 'normal') AS normal,
-             count(*) FILTER (WHERE tq_priority_bucket(priority) = 'low') AS low
-        FROM tq_tasks WHERE status = 'pending' AND run_at <= now()) AS q;
+-- Three passes, each over a partial index's rows only (waiting; in progress; finished in the
+-- last hour), never over the whole table: finished tasks of the retention period are not read.
+-- A dead letter counts by finished_at, the moment it was dead-lettered (its updated_at then).
+SELECT w.pending_count, w.scheduled_count, p.in_progress_count, f.completed_last_hour,
+       w.failed_waiting + f.dead_lettered AS failed_last_hour,
+       (SELECT count(*) FROM tq_workers WHERE status <> 'offline') AS worker_count,
+       f.avg_processing_time_ms, w.high, w.normal, w.low
+FROM (SELECT count(*) FILTER (WHERE status = 'pending') AS pending_count,
+             count(*) FILTER (WHERE run_at > now()) AS scheduled_count,
+             count(*) FILTER (WHERE status = 'failed'
+                                AND updated_at > now() - interval '1 hour') AS failed_waiting,
+             count(*) FILTER (WHERE status = 'pending' AND run_at <= now()
+                                AND tq_priority_bucket(priority) = 'high') AS high,
+             count(*) FILTER (WHERE status = 'pending' AND run_at <= now()
+                                AND tq_priority_bucket(priority) = 'normal') AS normal,
+             count(*) FILTER (WHERE status = 'pending' AND run_at <= now()
+                                AND tq_priority_bucket(priority) = 'low') AS low
+        FROM tq_tasks WHERE status IN ('pending', 'failed')) AS w,
+     (SELECT count(*) AS in_progress_count FROM tq_tasks WHERE status = 'in_progress') AS p,
+     (SELECT count(*) FILTER (WHERE status = 'completed') AS completed_last_hour,
+             count(*) FILTER (WHERE status = 'dead_letter') AS dead_lettered,
+             COALESCE(avg(extract(epoch FROM finished_at - claimed_at) * 1000)
+                      FILTER (WHERE status = 'completed' AND claimed_at IS NOT NULL),
+                      0)::float8 AS avg_processing_time_ms
+        FROM tq_tasks WHERE finished_at > now() - interval '1 hour') AS f;
 
 -- health --
 -- The two numbers /health shows.
@@ -117,6 +142,81 @@ SELECT worker_id, registered_at, last_heartbeat, current_tasks, cpu_usage_percen
        task_types, concurrency, status
 FROM tq_workers WHERE status <> 'offline'
 ORDER BY registered_at, worker_id;
+
+-- db_now --
+-- The database's clock: the one clock every replica's scheduler agrees on.
+SELECT now() AS now;
+
+-- schedule_insert --
+-- Store a new schedule; a taken name is a unique violation (409).
+INSERT INTO tq_schedules (name, cron, interval_seconds, timezone, task_type, payload, priority,
+                          timeout_seconds, max_retries, paused, missed_fires, anchor_at,
+                          next_fire_at)
+VALUES (%(name)s, %(cron)s, %(interval_seconds)s, %(timezone)s, %(task_type)s, %(payload)s,
+        %(priority)s, %(timeout_seconds)s, %(max_retries)s, %(paused)s, %(missed_fires)s,
+        %(anchor_at)s, %(next_fire_at)s)
+RETURNING *;
+
+-- schedule_get --
+-- One schedule.
+SELECT * FROM tq_schedules WHERE name = %(name)s;
+
+-- schedule_get_for_update --
+-- One schedule, locked for the rest of the transaction (an edit, or a fire).
+SELECT * FROM tq_schedules WHERE name = %(name)s FOR UPDATE;
+
+-- schedule_list --
+-- Schedules by name.
+SELECT * FROM tq_schedules ORDER BY name LIMIT %(limit)s OFFSET %(offset)s;
+
+-- schedule_update --
+-- Write an edited schedule (the caller holds its row lock).
+UPDATE tq_schedules
+SET cron = %(cron)s, interval_seconds = %(interval_seconds)s, timezone = %(timezone)s,
+    task_type = %(task_type)s, payload = %(payload)s, priority = %(priority)s,
+    timeout_seconds = %(timeout_seconds)s, max_retries = %(max_retries)s, paused = %(paused)s,
+    missed_fires = %(missed_fires)s, anchor_at = %(anchor_at)s, next_fire_at = %(next_fire_at)s,
+    updated_at = now()
+WHERE name = %(name)s
+RETURNING *;
+
+-- schedule_delete --
+-- Delete a schedule (its fire records go with it).
+DELETE FROM tq_schedules WHERE name = %(name)s RETURNING name;
+
+-- schedule_due --
+-- Names of unpaused schedules whose next fire time has come, earliest first.
+SELECT name FROM tq_schedules
+WHERE NOT paused AND next_fire_at <= %(now)s
+ORDER BY next_fire_at LIMIT %(limit)s;
+
+-- schedule_lock_due --
+-- A due schedule, locked; none if another leader holds it or it changed since it was listed.
+SELECT * FROM tq_schedules
+WHERE name = %(name)s AND NOT paused AND next_fire_at <= %(now)s
+FOR UPDATE SKIP LOCKED;
+
+-- schedule_fire_insert --
+-- Record a fire; a fire time already recorded returns no row (and no task must be made).
+INSERT INTO tq_schedule_fires (schedule_name, fire_at, task_id)
+VALUES (%(name)s, %(fire_at)s, %(task_id)s)
+ON CONFLICT (schedule_name, fire_at) DO NOTHING
+RETURNING task_id;
+
+-- schedule_advance --
+-- Move a schedule past a fire (the caller holds its row lock).
+UPDATE tq_schedules
+SET next_fire_at = %(next_fire_at)s,
+    last_fire_at = COALESCE(%(last_fire_at)s, last_fire_at),
+    last_task_id = COALESCE(%(last_task_id)s, last_task_id)
+WHERE name = %(name)s;
+
+-- schedule_fire_delete_old --
+-- Forget fire records older than the retention period, a batch at a time.
+DELETE FROM tq_schedule_fires
+WHERE ctid IN (SELECT ctid FROM tq_schedule_fires
+               WHERE fired_at < now() - %(retention_seconds)s * interval '1 second'
+               LIMIT %(batch_size)s);
 
 -- migration_lock --
 -- Serialise migrations across replicas starting at once (transaction-scoped advisory lock).
@@ -226,19 +326,29 @@ WITH worker AS (
       AND (%(any_key)s OR key_id IS NOT DISTINCT FROM %(key_id)s)
     FOR SHARE
 ), ready AS (
-    SELECT task_id FROM tq_tasks
-    WHERE status IN ('pending', 'failed') AND run_at <= now()
-      AND task_type = ANY((SELECT task_types FROM worker)::text[])
-    ORDER BY priority DESC, run_at
+    -- Per task type, the best max_tasks from the type's ready index (an ordered scan that stops
+    -- after max_tasks, whatever the backlog of other types); then the best max_tasks of those.
+    -- A worker of k types locks up to k * max_tasks rows for this statement and claims
+    -- max_tasks: a concurrent claim skips the others until it commits (milliseconds).
+    SELECT r.task_id
+    FROM (SELECT DISTINCT unnest(task_types) AS task_type FROM worker) AS wt
+    CROSS JOIN LATERAL (
+        SELECT task_id, priority, run_at FROM tq_tasks
+        WHERE task_type = wt.task_type AND status IN ('pending', 'failed') AND run_at <= now()
+        ORDER BY priority DESC, run_at
+        LIMIT %(max_tasks)s
+        FOR UPDATE SKIP LOCKED
+    ) AS r
+    ORDER BY r.priority DESC, r.run_at
     LIMIT %(max_tasks)s
-    FOR UPDATE SKIP LOCKED
 ), claimed AS (
     UPDATE tq_tasks AS t
     SET status = 'in_progress', worker_id = %(worker_id)s, lease_token = gen_random_uuid(),
-        claimed_at = now(),
+        claimed_at = now(), progress_fraction = NULL, progress_message = NULL,
+        progress_updated_at = NULL,
         lease_expires_at = now() + %(lease_ttl_seconds)s * interval '1 second',
         updated_at = now(), attempts = t.attempts + 1
-    FROM ready WHERE t.task_id = ready.task_id
+    WHERE t.task_id = ANY(ARRAY(SELECT task_id FROM ready))
     RETURNING t.task_id, t.task_type, t.payload, t.priority, t.lease_token, t.lease_expires_at,
               t.timeout_seconds, t.retry_count, t.max_retries, t.run_at, t.claimed_at, t.status,
               t.updated_at, t.attempts
@@ -264,68 +374,89 @@ WHERE EXISTS (SELECT 1 FROM tq_tasks
 
 -- task_renew_leases --
 -- Extend the leases this worker still holds; a stale token, or another worker's lease, renews
--- nothing. The hard deadline (claimed_at + timeout) is not moved.
+-- nothing. The hard deadline (claimed_at + timeout) is not moved. A lease with a progress report
+-- (fraction not NULL) stores it (last value wins). `abort`: the task was asked to stop.
 UPDATE tq_tasks AS t
-SET lease_expires_at = now() + %(lease_ttl_seconds)s * interval '1 second'
-FROM unnest(%(task_ids)s::uuid[], %(lease_tokens)s::uuid[]) AS h(task_id, lease_token)
+SET lease_expires_at = now() + %(lease_ttl_seconds)s * interval '1 second',
+    progress_fraction = coalesce(h.fraction, t.progress_fraction),
+    progress_message = CASE WHEN h.fraction IS NULL THEN t.progress_message ELSE h.message END,
+    progress_updated_at = CASE WHEN h.fraction IS NULL THEN t.progress_updated_at ELSE now() END,
+    updated_at = CASE WHEN h.fraction IS NULL THEN t.updated_at ELSE now() END
+FROM unnest(%(task_ids)s::uuid[], %(lease_tokens)s::uuid[], %(fractions)s::float8[],
+            %(messages)s::text[]) AS h(task_id, lease_token, fraction, message)
 WHERE t.task_id = h.task_id AND t.lease_token = h.lease_token AND t.status = 'in_progress'
   AND t.worker_id = %(worker_id)s
-RETURNING t.task_id;
+RETURNING t.task_id, t.task_type, t.status, t.updated_at, h.fraction IS NOT NULL AS progressed,
+          t.abort_requested_at IS NOT NULL AS abort, t.progress_fraction, t.progress_message,
+          t.progress_updated_at;
 
 -- task_complete_many --
--- Record results of tasks whose lease is still current; others are untouched.
+-- Record results of tasks whose lease is still current; others are untouched. A task asked to
+-- abort ends cancelled whatever its handler returned (the result is kept).
 WITH completed AS (
     UPDATE tq_tasks AS t
-    SET status = 'completed', result = c.result, error = NULL, lease_token = NULL,
+    SET status = CASE WHEN t.abort_requested_at IS NULL THEN 'completed' ELSE 'cancelled' END,
+        result = c.result, error = NULL, lease_token = NULL,
         lease_expires_at = NULL, finished_at = now(), updated_at = now()
     FROM unnest(%(task_ids)s::uuid[], %(lease_tokens)s::uuid[], %(results)s::bytea[])
          AS c(task_id, lease_token, result)
     WHERE t.task_id = c.task_id AND t.lease_token = c.lease_token AND t.status = 'in_progress'
     RETURNING t.task_id, t.task_type, t.status, t.claimed_at, t.finished_at, t.updated_at,
-              t.attempts
+              t.attempts, t.abort_requested_at AS aborted_at, t.aborted_by
 ), closed AS (
-    UPDATE tq_task_attempts AS a SET finished_at = c.finished_at, outcome = 'completed'
+    UPDATE tq_task_attempts AS a SET finished_at = c.finished_at, outcome = c.status
     FROM completed AS c WHERE a.task_id = c.task_id AND a.attempt = c.attempts
 )
-SELECT task_id, task_type, status, claimed_at, finished_at, updated_at FROM completed;
+SELECT task_id, task_type, status, claimed_at, finished_at, updated_at, aborted_at, aborted_by
+FROM completed;
 
 -- task_fail_many --
--- A failed attempt: the rule is the SQL function tq_failed_attempt (migration 0008); the
--- error is kept on the task (the latest) and on its attempt.
+-- A failed attempt: the rule is the SQL function tq_ended_attempt (migration 0011): cancelled
+-- if the task was asked to abort, else tq_failed_attempt (migration 0008); the error is kept
+-- on the task (the latest) and on its attempt.
 WITH failed AS (
     UPDATE tq_tasks AS t
     SET (status, retry_count, run_at, finished_at) = (
             SELECT a.status, a.retry_count, a.run_at, a.finished_at
-            FROM tq_failed_attempt(t.retry_count, t.max_retries, f.retryable,
-                                   %(backoff_base_seconds)s::float8,
-                                   %(backoff_cap_seconds)s::float8, f.retry_delay) AS a),
+            FROM tq_ended_attempt(t.abort_requested_at IS NOT NULL, t.run_at,
+                                  t.retry_count, t.max_retries, f.retryable,
+                                  %(backoff_base_seconds)s::float8,
+                                  %(backoff_cap_seconds)s::float8, f.retry_delay) AS a),
         error = f.error, lease_token = NULL, lease_expires_at = NULL, updated_at = now()
     FROM unnest(%(task_ids)s::uuid[], %(lease_tokens)s::uuid[], %(errors)s::text[],
                 %(retryable)s::bool[], %(retry_delays)s::float8[])
          AS f(task_id, lease_token, error, retryable, retry_delay)
     WHERE t.task_id = f.task_id AND t.lease_token = f.lease_token AND t.status = 'in_progress'
-    RETURNING t.task_id, t.task_type, t.status, t.updated_at, t.attempts, t.error
+    RETURNING t.task_id, t.task_type, t.status, t.updated_at, t.attempts, t.error,
+              t.abort_requested_at AS aborted_at, t.aborted_by
 ), closed AS (
-    UPDATE tq_task_attempts AS a SET finished_at = now(), outcome = 'failed', error = f.error
+    UPDATE tq_task_attempts AS a
+    SET finished_at = now(), error = f.error,
+        outcome = CASE WHEN f.status = 'cancelled' THEN 'cancelled' ELSE 'failed' END
     FROM failed AS f WHERE a.task_id = f.task_id AND a.attempt = f.attempts
 )
-SELECT task_id, task_type, status, updated_at FROM failed;
+SELECT task_id, task_type, status, updated_at, aborted_at, aborted_by FROM failed;
 
 -- task_release_many --
--- Hand back claimed tasks that never started: pending again, no attempt counted.
+-- Hand back claimed tasks that never started: pending again, no attempt counted; a task asked
+-- to abort meanwhile is cancelled instead.
 WITH released AS (
     UPDATE tq_tasks AS t
-    SET status = 'pending', lease_token = NULL, lease_expires_at = NULL, claimed_at = NULL,
+    SET status = CASE WHEN t.abort_requested_at IS NULL THEN 'pending' ELSE 'cancelled' END,
+        finished_at = CASE WHEN t.abort_requested_at IS NULL THEN NULL ELSE now() END,
+        lease_token = NULL, lease_expires_at = NULL, claimed_at = NULL,
         worker_id = NULL, updated_at = now()
     FROM unnest(%(task_ids)s::uuid[], %(lease_tokens)s::uuid[]) AS r(task_id, lease_token)
     WHERE t.task_id = r.task_id AND t.lease_token = r.lease_token AND t.status = 'in_progress'
     RETURNING t.task_id, t.task_type, t.status, t.updated_at, t.attempts
 ), closed AS (
-    UPDATE tq_task_attempts AS a SET finished_at = now(), outcome = 'released'
+    UPDATE tq_task_attempts AS a
+    SET finished_at = now(),
+        outcome = CASE WHEN r.status = 'cancelled' THEN 'cancelled' ELSE 'released' END
     FROM released AS r WHERE a.task_id = r.task_id AND a.attempt = r.attempts
 ), notified AS (
     SELECT pg_notify('tq_task_ready', task_type || ' ' || count(*)) FROM released
-    GROUP BY task_type
+    WHERE status = 'pending' GROUP BY task_type
 )
 SELECT task_id, task_type, status, updated_at, (SELECT count(*) FROM notified) AS notified
 FROM released;
@@ -343,39 +474,81 @@ SELECT task_id, task_type, status, updated_at,
        pg_notify('tq_task_ready', task_type || ' 1') IS NULL AS notified
 FROM requeued;
 
+-- task_requeue_many --
+-- Admin: requeue up to `limit` dead letters at once, oldest first, optionally only of one task
+-- type and/or only the given ids. Locked rows are skipped (a concurrent requeue has them).
+WITH chosen AS (
+    SELECT task_id FROM tq_tasks
+    WHERE status = 'dead_letter'
+      AND (%(task_type)s::text IS NULL OR task_type = %(task_type)s::text)
+      AND (%(task_ids)s::uuid[] IS NULL OR task_id = ANY(%(task_ids)s::uuid[]))
+    ORDER BY created_at, task_id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+), requeued AS (
+    UPDATE tq_tasks AS t
+    SET status = 'pending', retry_count = 0, run_at = now(), finished_at = NULL,
+        lease_token = NULL, lease_expires_at = NULL, claimed_at = NULL, updated_at = now()
+    FROM chosen WHERE t.task_id = chosen.task_id AND t.status = 'dead_letter'
+    RETURNING t.task_id, t.task_type, t.status, t.updated_at
+), notified AS (
+    SELECT pg_notify('tq_task_ready', task_type || ' ' || count(*)) FROM requeued
+    GROUP BY task_type
+)
+SELECT task_id, task_type, status, updated_at, (SELECT count(*) FROM notified) AS notified
+FROM requeued;
+
+-- task_dead_letter_exists --
+-- Whether dead letters matching a bulk requeue's filter remain.
+SELECT EXISTS (
+    SELECT 1 FROM tq_tasks
+    WHERE status = 'dead_letter'
+      AND (%(task_type)s::text IS NULL OR task_type = %(task_type)s::text)
+      AND (%(task_ids)s::uuid[] IS NULL OR task_id = ANY(%(task_ids)s::uuid[]))
+) AS remaining;
+
 -- task_rescue_expired --
 -- Leader sweep: an in-progress task whose lease expired (no heartbeat) or whose hard deadline
--- passed (claimed_at + timeout + grace) is a failed attempt. Conditional on the lease it saw,
--- so a completion that commits first wins and a second leader rescues nothing twice.
+-- passed (claimed_at + timeout + grace) is a failed attempt; one asked to abort is cancelled
+-- instead (tq_ended_attempt), also when its worker keeps heartbeating past the abort's grace
+-- plus the deadline grace. Conditional on the lease it saw, so a completion that commits first
+-- wins and a second leader rescues nothing twice.
 WITH expired AS (
     SELECT task_id, lease_token,
            CASE WHEN lease_expires_at <= now()
                 THEN 'lease expired: worker ' || coalesce(worker_id, '?') || ' stopped heartbeating'
+                WHEN abort_requested_at + %(abort_limit_seconds)s * interval '1 second' <= now()
+                THEN 'aborted: worker ' || coalesce(worker_id, '?') || ' did not stop the task'
                 ELSE 'deadline exceeded: still running ' || timeout_seconds
                      || 's after it was claimed (worker ' || coalesce(worker_id, '?') || ')'
            END AS reason
     FROM tq_tasks
     WHERE status = 'in_progress'
       AND (lease_expires_at <= now()
-           OR claimed_at + (timeout_seconds + %(grace_seconds)s) * interval '1 second' <= now())
+           OR claimed_at + (timeout_seconds + %(grace_seconds)s) * interval '1 second' <= now()
+           OR abort_requested_at + %(abort_limit_seconds)s * interval '1 second' <= now())
     LIMIT %(batch_size)s
     FOR UPDATE SKIP LOCKED
 ), rescued AS (
     UPDATE tq_tasks AS t
     SET (status, retry_count, run_at, finished_at) = (
             SELECT a.status, a.retry_count, a.run_at, a.finished_at
-            FROM tq_failed_attempt(t.retry_count, t.max_retries, true,
-                                   %(backoff_base_seconds)s::float8,
-                                   %(backoff_cap_seconds)s::float8, NULL) AS a),
+            FROM tq_ended_attempt(t.abort_requested_at IS NOT NULL, t.run_at,
+                                  t.retry_count, t.max_retries, true,
+                                  %(backoff_base_seconds)s::float8,
+                                  %(backoff_cap_seconds)s::float8, NULL) AS a),
         error = e.reason, lease_token = NULL, lease_expires_at = NULL, updated_at = now()
     FROM expired AS e
     WHERE t.task_id = e.task_id AND t.lease_token = e.lease_token AND t.status = 'in_progress'
-    RETURNING t.task_id, t.task_type, t.status, t.updated_at, t.attempts, t.error
+    RETURNING t.task_id, t.task_type, t.status, t.updated_at, t.attempts, t.error,
+              t.abort_requested_at AS aborted_at, t.aborted_by
 ), closed AS (
-    UPDATE tq_task_attempts AS a SET finished_at = now(), outcome = 'expired', error = r.error
+    UPDATE tq_task_attempts AS a
+    SET finished_at = now(), error = r.error,
+        outcome = CASE WHEN r.status = 'cancelled' THEN 'cancelled' ELSE 'expired' END
     FROM rescued AS r WHERE a.task_id = r.task_id AND a.attempt = r.attempts
 )
-SELECT task_id, task_type, status, updated_at FROM rescued;
+SELECT task_id, task_type, status, updated_at, aborted_at, aborted_by FROM rescued;
 
 -- worker_mark_offline --
 -- Leader sweep: workers silent for longer than the limit are offline.
@@ -515,13 +688,52 @@ SELECT (SELECT yes FROM listening) AS listening,
        (SELECT count(pg_notify('tq_task_events', p)) FROM unnest(%(payloads)s::text[]) AS p
          WHERE (SELECT yes FROM listening)) AS sent;
 
--- metrics_pending --
--- Pending tasks by type and priority bucket (high >= 200, normal 100-199, low <= 99).
+-- metrics_waiting --
+-- Waiting tasks by type and priority bucket (high >= 200, normal 100-199, low <= 99): pending
+-- ones, those waiting for their time (schedule_at or a retry's backoff), and the age of the
+-- oldest one that is ready but unclaimed. One pass over the ready index.
 SELECT task_type, tq_priority_bucket(priority) AS priority,
-       count(*) AS pending
-FROM tq_tasks WHERE status = 'pending' GROUP BY 1, 2;
+       count(*) FILTER (WHERE status = 'pending') AS pending,
+       count(*) FILTER (WHERE run_at <= now()) AS ready,
+       count(*) FILTER (WHERE run_at > now()) AS scheduled,
+       COALESCE(extract(epoch FROM now() - min(run_at) FILTER (WHERE run_at <= now())), 0)::float8
+           AS oldest_ready_seconds
+FROM tq_tasks WHERE status IN ('pending', 'failed') GROUP BY 1, 2;
+
+-- metrics_dead_letter --
+-- Dead letters by task type (through tq_tasks_dead_letter_idx).
+SELECT task_type, count(*) AS dead_letter
+FROM tq_tasks WHERE status = 'dead_letter' GROUP BY 1;
 
 -- metrics_counts --
 -- Tasks running and workers connected, for the leader's gauges.
 SELECT (SELECT count(*) FROM tq_tasks WHERE status = 'in_progress') AS in_progress,
        (SELECT count(*) FROM tq_workers WHERE status <> 'offline') AS workers;
+
+-- overview_in_progress --
+-- Claimed tasks by type, for the dashboard (through the leased index).
+SELECT task_type, count(*) AS in_progress
+FROM tq_tasks WHERE status = 'in_progress' GROUP BY 1;
+
+-- overview_throughput --
+-- Per minute of the last hour: tasks completed, and failed attempts (dead-lettered, or failed
+-- and waiting for a retry), for the dashboard's chart.
+SELECT minute, sum(completed)::bigint AS completed, sum(failed)::bigint AS failed
+FROM (
+    SELECT date_trunc('minute', finished_at) AS minute,
+           (status = 'completed')::int AS completed, (status = 'dead_letter')::int AS failed
+    FROM tq_tasks WHERE finished_at > now() - interval '1 hour'
+    UNION ALL
+    SELECT date_trunc('minute', updated_at), 0, 1
+    FROM tq_tasks WHERE status = 'failed' AND updated_at > now() - interval '1 hour'
+) AS finished
+GROUP BY minute ORDER BY minute;
+
+-- overview_workers --
+-- Workers by status, and the task types some online worker runs.
+SELECT (SELECT count(*) FROM tq_workers WHERE status = 'online') AS online,
+       (SELECT count(*) FROM tq_workers WHERE status = 'draining') AS draining,
+       ARRAY(SELECT DISTINCT unnest(task_types) FROM tq_workers WHERE status = 'online')
+           AS served_types,
+       now() AS as_of;
+

@@ -30,10 +30,16 @@ CREATE TABLE tq_tasks (
     idempotency_key  text,
     request_digest   bytea,
     key_id           uuid,  -- only for a key with a pending cap
-    attempts         integer     NOT NULL DEFAULT 0 CHECK (attempts >= 0)
+    attempts         integer     NOT NULL DEFAULT 0 CHECK (attempts >= 0),
+    abort_requested_at  timestamptz,
+    aborted_by          text,
+    progress_fraction   double precision CHECK (progress_fraction BETWEEN 0 AND 1),
+    progress_message    text,
+    progress_updated_at timestamptz
 ) WITH (fillfactor = 80, autovacuum_vacuum_scale_factor = 0.02, autovacuum_analyze_scale_factor = 0.05);
 
-CREATE INDEX tq_tasks_ready_idx ON tq_tasks (priority DESC, run_at) WHERE status IN ('pending', 'failed');
+CREATE INDEX tq_tasks_ready_type_idx ON tq_tasks (task_type, priority DESC, run_at)
+    WHERE status IN ('pending', 'failed');
 CREATE INDEX tq_tasks_created_idx ON tq_tasks (created_at DESC);
 CREATE INDEX tq_tasks_leased_idx ON tq_tasks (lease_expires_at) WHERE status = 'in_progress';
 CREATE INDEX tq_tasks_finished_idx ON tq_tasks (finished_at) WHERE finished_at IS NOT NULL;
@@ -41,6 +47,8 @@ CREATE UNIQUE INDEX tq_tasks_idempotency_key_idx ON tq_tasks (idempotency_key)
     WHERE idempotency_key IS NOT NULL;
 CREATE INDEX tq_tasks_capped_key_idx ON tq_tasks (key_id)
     WHERE key_id IS NOT NULL AND status IN ('pending', 'failed');
+CREATE INDEX tq_tasks_dead_letter_idx ON tq_tasks (task_type, created_at)
+    WHERE status = 'dead_letter';
 
 CREATE TABLE tq_workers (
     worker_id         text             PRIMARY KEY,
@@ -148,3 +156,54 @@ CREATE TABLE tq_task_type_defaults (
     worker_id       text        NOT NULL,
     updated_at      timestamptz NOT NULL DEFAULT now()
 );
+
+-- An attempt that ended without a result (failed, or rescued): an aborted task is cancelled,
+-- never retried; any other follows tq_failed_attempt. Used by task_fail_many and the rescuer.
+CREATE FUNCTION tq_ended_attempt(
+    aborted boolean, current_run_at timestamptz,
+    retries_done integer, max_retries integer, retryable boolean,
+    backoff_base_seconds double precision, backoff_cap_seconds double precision,
+    retry_delay_seconds double precision,
+    OUT status text, OUT retry_count integer, OUT run_at timestamptz, OUT finished_at timestamptz
+) LANGUAGE sql VOLATILE AS $$
+    SELECT 'cancelled', retries_done, current_run_at, now() WHERE aborted
+    UNION ALL
+    SELECT a.status, a.retry_count, a.run_at, a.finished_at
+    FROM tq_failed_attempt(retries_done, max_retries, retryable, backoff_base_seconds,
+                           backoff_cap_seconds, retry_delay_seconds) AS a
+    WHERE NOT aborted
+$$;
+
+-- Periodic schedules (maintenance/scheduler.py); a fire is unique per (schedule, fire time).
+CREATE TABLE tq_schedules (
+    name             text        PRIMARY KEY,
+    cron             text,
+    interval_seconds integer     CHECK (interval_seconds >= 1),
+    timezone         text        NOT NULL DEFAULT 'UTC',
+    task_type        text        NOT NULL,
+    payload          bytea       NOT NULL,
+    priority         smallint    NOT NULL CHECK (priority BETWEEN 0 AND 255),
+    timeout_seconds  integer     CHECK (timeout_seconds BETWEEN 1 AND 86400),  -- NULL: the type's
+    max_retries      integer     CHECK (max_retries BETWEEN 0 AND 100),        -- default at fire time
+    paused           boolean     NOT NULL DEFAULT false,
+    missed_fires     text        NOT NULL DEFAULT 'fire_once' CHECK (missed_fires IN ('fire_once', 'skip')),
+    anchor_at        timestamptz NOT NULL,  -- interval schedules fire at anchor_at + k * interval
+    next_fire_at     timestamptz NOT NULL,
+    last_fire_at     timestamptz,
+    last_task_id     uuid,
+    created_at       timestamptz NOT NULL DEFAULT now(),
+    updated_at       timestamptz NOT NULL DEFAULT now(),
+    CHECK ((cron IS NULL) <> (interval_seconds IS NULL))
+);
+
+CREATE INDEX tq_schedules_due_idx ON tq_schedules (next_fire_at) WHERE NOT paused;
+
+CREATE TABLE tq_schedule_fires (
+    schedule_name text        NOT NULL REFERENCES tq_schedules (name) ON DELETE CASCADE,
+    fire_at       timestamptz NOT NULL,
+    task_id       uuid        NOT NULL,
+    fired_at      timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (schedule_name, fire_at)
+);
+
+CREATE INDEX tq_schedule_fires_fired_idx ON tq_schedule_fires (fired_at);

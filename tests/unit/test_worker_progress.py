@@ -1,0 +1,62 @@
+"""ctx.progress(): validated where the handler calls it, last value wins, and the heartbeat
+sends a value once (until a newer one comes)."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+from uuid import uuid4
+
+import pytest
+
+from tq_client.protocol import ClaimedTask
+from tq_worker.context import TaskContext
+from tq_worker.heartbeat import unsent_progress
+from tq_worker.ledger import Held
+
+
+def context() -> TaskContext:
+    return TaskContext(uuid4(), "resize", attempt=1, max_retries=0, timeout_seconds=60)
+
+
+@pytest.mark.parametrize(
+    ("fraction", "message", "error"),
+    [
+        (1.5, None, ValueError),
+        (-0.01, None, ValueError),
+        (math.nan, None, ValueError),
+        (math.inf, None, ValueError),
+        ("0.5", None, TypeError),
+        (True, None, TypeError),
+        (0.5, "x" * 501, ValueError),
+        (0.5, b"bytes", TypeError),
+        (0.5, "lone \ud800 surrogate", ValueError),
+    ],
+)
+def test_a_bad_progress_value_raises_in_the_handler(
+    fraction: object, message: object, error: type[Exception]
+) -> None:
+    ctx = context()
+    with pytest.raises(error):
+        ctx.progress(fraction, message)  # type: ignore[arg-type]
+    assert ctx.progress_slot.latest is None
+
+
+def test_the_heartbeat_sends_the_latest_value_once() -> None:
+    ctx = context()
+    task = ClaimedTask(
+        task_id=ctx.task_id, task_type="resize", payload=b"", priority=100,
+        lease_token=uuid4(), lease_expires_at=datetime.now(UTC), timeout_seconds=60,
+        retry_count=0, max_retries=0,
+    )  # fmt: skip
+    held = Held(task, deadline=0.0, ctx=ctx)
+    assert unsent_progress([held]) == []
+    ctx.progress(0, "start")
+    ctx.progress(0.5, "half")
+    ((report, slot, reported),) = unsent_progress([held])
+    assert (report.task_id, report.fraction, report.message) == (ctx.task_id, 0.5, "half")
+    slot.mark_sent(reported)
+    assert unsent_progress([held]) == []
+    ctx.progress(1)
+    ((report, _, _),) = unsent_progress([held])
+    assert (report.fraction, report.message) == (1.0, None)
