@@ -60,7 +60,7 @@ CONCURRENT_THREADS = 4
 CONFIG = {
     "taskqueue": "2 x tq-worker --concurrency 128 (async handlers)",
     "celery": "celery worker -P prefork -c 2 (2 child processes; prefetch multiplier 4)",
-    "rq": "2 x rq worker --worker-class SimpleWorker (no fork per job: 10x the default here)",
+    "rq": "2 x rq worker --worker-class SimpleWorker (no fork per job; see bench/README.md)",
     "procrastinate": "2 x procrastinate worker --concurrency 10 (async handlers)",
 }
 ROWS = (

@@ -64,8 +64,9 @@ def expected_stats(model: Lifecycle) -> StatsExpectation:
     completed = [t for t in live if t.status is TaskStatus.COMPLETED and recent(t.finished_at)]
     failed = [t for t in live if t.status in (TaskStatus.FAILED, TaskStatus.DEAD_LETTER)]
     depth = {"high": 0, "normal": 0, "low": 0}
-    for task in pending:
-        depth[priority_bucket(task.submission.priority)] += 1
+    for task in pending:  # queue depth: the pending tasks due now (scheduled ones wait)
+        if task.window.at(model.now) is Readiness.READY:
+            depth[priority_bucket(task.submission.priority)] += 1
     counts: dict[str, object] = {
         "pending_count": len(pending),
         "in_progress_count": sum(t.status is TaskStatus.IN_PROGRESS for t in live),
