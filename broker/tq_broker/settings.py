@@ -121,6 +121,12 @@ class BrokerSettings(BaseSettings):
         description="Heartbeats a worker may send per lease TTL, per replica (past it: 429).",
     )
     claim_wait_max_seconds: float = Field(20.0, ge=0, description="Longest claim long-poll.")
+    task_wait_max_seconds: float = Field(
+        60.0,
+        ge=0,
+        description="Longest GET /api/v1/tasks/{id}?wait= this replica serves; a longer wait "
+        "answers after this long (the task as it is then).",
+    )
     max_task_waiters: int = Field(
         MAX_WAITERS_DEFAULT,
         ge=1,

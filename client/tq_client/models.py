@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import base64
 import binascii
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any
 from uuid import UUID
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     BeforeValidator,
@@ -93,9 +94,20 @@ Base64Bytes = Annotated[
 ]
 """Bytes that travel as canonical base64 strings."""
 
+
+def _in_utc(value: datetime) -> datetime:
+    """One spelling per instant: PostgreSQL refuses zone offsets beyond ±15:59 that RFC 3339
+    allows, and an instant at the edge of year 1 or 9999 may not exist in UTC."""
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("timestamp is out of range") from None
+
+
 Timestamp = Annotated[
     AwareDatetime,
     BeforeValidator(_require_rfc3339_string),
+    AfterValidator(_in_utc),
     WithJsonSchema({"type": "string", "format": "date-time"}),
 ]
 TaskType = Annotated[StrictStr, Field(pattern=TASK_TYPE_PATTERN, min_length=1, max_length=128)]

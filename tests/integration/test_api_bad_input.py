@@ -176,3 +176,24 @@ def test_worker_routes_have_body_caps_sized_to_them(api: TestClient, path: str, 
     response = api.post(path, content=body, headers={"Content-Type": "application/json"})
     assert response.status_code == 413
     assert "limit" in response.json()["error"]
+
+
+def test_schedule_at_with_any_rfc3339_offset_is_stored_or_refused_never_a_500(
+    api: TestClient,
+) -> None:
+    """PostgreSQL refuses zone offsets past ±15:59, which RFC 3339 allows: the broker stores
+    every schedule_at in UTC, single or in a batch (a fuzzer found the batch's 500)."""
+    far_offset = "0034-02-20T03:45:56.471869-16:46"
+    single = api.post("/api/v1/tasks", json={"task_type": "t", "schedule_at": far_offset})
+    batch = api.post(
+        "/api/v1/tasks/batch", json={"tasks": [{"task_type": "t", "schedule_at": far_offset}]}
+    )
+    assert (single.status_code, batch.status_code) == (201, 201), batch.text
+    stored = api.get(f"/api/v1/tasks/{single.json()['task_id']}").json()
+    assert stored["run_at"] == "0034-02-20T20:31:56.471869Z"
+    before_year_one = api.post(
+        "/api/v1/tasks/batch",
+        json={"tasks": [{"task_type": "t", "schedule_at": "0001-01-01T00:00:00+15:00"}]},
+    )
+    assert before_year_one.status_code == 400
+    assert "schedule_at" in before_year_one.json()["error"]

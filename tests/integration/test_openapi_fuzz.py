@@ -30,6 +30,8 @@ def test_no_generated_request_gets_a_server_error_or_an_undocumented_answer(
         # It sends thousands of requests without a key from one address on purpose; the
         # throttle of wrong keys has its own test (test_hardening.py).
         "TQ_AUTH_FAILURES_BURST": "1000000",
+        # A generated ?wait=10 would wait 10 s, past the fuzzer's response-time limit.
+        "TQ_TASK_WAIT_MAX_SECONDS": "1",
     }
     broker = BrokerProcess(
         ["--database-url", database_url], tmp_path / "broker.log", env=env

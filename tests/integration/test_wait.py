@@ -195,3 +195,13 @@ def test_a_listener_reconnect_makes_every_waiter_read_its_task_again(
     assert killed is not None and killed["n"] == 1
     response = answer.result(timeout=30)
     assert response.json()["status"] == "completed"
+
+
+def test_a_wait_past_the_replicas_limit_answers_at_the_limit(settings: BrokerSettings) -> None:
+    limited = settings.model_copy(update={"task_wait_max_seconds": 0.2})
+    with TestClient(create_app(limited), base_url=LOOPBACK) as api:
+        task_id = submit(api, schedule_at="2099-01-01T00:00:00Z")
+        started = time.monotonic()
+        response = get(api, task_id, 60)
+        assert (response.status_code, response.json()["status"]) == (200, "pending")
+        assert time.monotonic() - started < 30, "waited for the asked 60 s, not the limit"

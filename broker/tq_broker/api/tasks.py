@@ -135,6 +135,7 @@ async def get_task(
 ) -> Response:
     if not wait:
         return json_response(await waits.task_get_when_finished(task_id, 0))
+    wait = min(wait, broker_of(request.app).settings.task_wait_max_seconds)
     async with disconnect_event(request) as gone:
         return json_response(await waits.task_get_when_finished(task_id, wait, gone))
 
