@@ -14,7 +14,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from tq_broker.api import keys, stream, system, tasks, workers
+from tq_broker.api import keys, schedules, stream, system, tasks, workers
 from tq_broker.api.errors import install_error_handlers
 from tq_broker.api.guard import RequestGuard
 from tq_broker.api.limits import BodySizeLimit
@@ -72,7 +72,8 @@ def create_app(
     )
     app.openapi = lambda: _openapi_without_422(app)  # type: ignore[method-assign]
     install_error_handlers(app)
-    for router in (tasks.router, workers.router, keys.router, system.router, stream.router):
+    routers = (tasks.router, workers.router, keys.router, schedules.router, system.router)
+    for router in (*routers, stream.router):
         app.include_router(router)
     install_dashboard(app)
     # Middleware runs outermost-last-added: size limits, the guard, metrics, then headers.

@@ -28,6 +28,7 @@ from tq_broker.listener import Listener
 from tq_broker.maintenance.cleaner import Cleaner, CleanerConfig
 from tq_broker.maintenance.reaper import Reaper, ReaperConfig
 from tq_broker.maintenance.rescuer import Rescuer, RescuerConfig
+from tq_broker.maintenance.scheduler import Scheduler, SchedulerConfig
 from tq_broker.metrics import BrokerMetrics
 from tq_broker.migrations import migrate
 from tq_broker.notifier import (
@@ -38,6 +39,7 @@ from tq_broker.notifier import (
 )
 from tq_broker.overview import OverviewQueries
 from tq_broker.ratelimit import ClusterRateLimiter, HeartbeatBudget
+from tq_broker.schedules import ScheduleStore
 from tq_broker.services import Job, Schedule, ServiceRunner
 from tq_broker.settings import BrokerSettings
 from tq_broker.task_store import TaskStore
@@ -60,7 +62,8 @@ SHUTDOWN_SECONDS = 15.0  # for the services to stop and close, before the pool c
 KEY_USAGE_FLUSH_SECONDS = 30.0
 BOOTSTRAP_PERMISSIONS = {
     "worker": frozenset({Permission.PROCESS_TASKS}),
-    "operator": frozenset({Permission.READ_TASKS}),
+    # The operator reads queue depth for WorkerPools and syncs TaskSchedules into schedules.
+    "operator": frozenset({Permission.READ_TASKS, Permission.MANAGE_SCHEDULES}),
 }
 
 
@@ -77,6 +80,7 @@ class Broker:
     store: TaskStore
     worker_store: WorkerStore
     keys: ApiKeyStore
+    schedules: ScheduleStore
     heartbeat_budget: HeartbeatBudget
     open_streams: OpenStreams
     authenticator: Authenticator
@@ -164,10 +168,14 @@ def maintenance_services(
     )
     reaper = Reaper(connector, ReaperConfig(silent_seconds=settings.worker_silent_seconds))
     cleaner = Cleaner(connector, CleanerConfig(retention_seconds=settings.retention_seconds))
+    scheduler = Scheduler(
+        connector, SchedulerConfig(fire_retention_seconds=settings.retention_seconds), events
+    )
     return [
         Schedule(rescuer, settings.rescue_interval_seconds, leader_only=True),
         Schedule(reaper, settings.rescue_interval_seconds, leader_only=True),
         Schedule(cleaner, settings.cleanup_interval_seconds, leader_only=True),
+        Schedule(scheduler, settings.schedule_check_interval_seconds, leader_only=True),
     ]
 
 
@@ -208,6 +216,7 @@ def _build(
         store=store,
         worker_store=WorkerStore(connector, lease_config(settings), events),
         keys=keys,
+        schedules=ScheduleStore(connector, max_payload_bytes=settings.max_payload_bytes),
         heartbeat_budget=HeartbeatBudget(
             settings.lease_ttl_seconds,
             settings.heartbeat_interval_seconds,

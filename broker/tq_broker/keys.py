@@ -30,6 +30,7 @@ class Permission(StrEnum):
     READ_TASKS = "read_tasks"
     CANCEL_TASKS = "cancel_tasks"
     PROCESS_TASKS = "process_tasks"  # workers: register, claim, heartbeat, complete
+    MANAGE_SCHEDULES = "manage_schedules"  # periodic schedules: create, read, edit, delete
     ADMIN = "admin"  # everything
 
 

@@ -157,6 +157,9 @@ class BrokerSettings(BaseSettings):
     )
     rescue_interval_seconds: float = Field(1.0, gt=0, description="How often leases are checked.")
     cleanup_interval_seconds: float = Field(60.0, gt=0, description="How often retention runs.")
+    schedule_check_interval_seconds: float = Field(
+        1.0, gt=0, description="How often the leader looks for due periodic schedules."
+    )
     leader_lease_seconds: float = Field(
         5.0, gt=0, description="A silent leader loses leadership after about this long."
     )

@@ -345,6 +345,11 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     requeue = command("requeue", cmd_requeue, "requeue a dead-lettered task (admin)", output)
     requeue.add_argument("task_id", type=uuid_arg)
     _keys_commands(commands.add_parser("keys", help="API keys (admin)"), connection, output)
+    # Imported here: schedule_cli builds on this module's Shown and read_payload.
+    from tq_client.schedule_cli import add_schedule_commands
+
+    schedules = commands.add_parser("schedules", help="periodic schedules (manage_schedules)")
+    add_schedule_commands(schedules, connection, output)
     return parser
 
 

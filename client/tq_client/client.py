@@ -70,6 +70,17 @@ from tq_client.models import (
     TaskStatus,
 )
 from tq_client.payloads import NO_JSON
+from tq_client.schedules import (
+    TIMEZONE_DEFAULT,
+    MissedFires,
+    ScheduleInfo,
+    Schedules,
+    create_schedule_call,
+    delete_schedule_call,
+    get_schedule_call,
+    list_schedules_call,
+    update_schedule_call,
+)
 from tq_client.waiting import WaitPlan, WaitTimeout
 
 __all__ = [
@@ -269,6 +280,39 @@ class TaskQueueClient:
     def revoke_key(self, key_id: UUID | str) -> None:
         self._send(revoke_key_call(key_id))
 
+    def create_schedule(
+        self,
+        name: str,
+        task_type: str,
+        *,
+        cron: str | None = None,
+        interval_seconds: int | None = None,
+        timezone: str = TIMEZONE_DEFAULT,
+        payload: bytes = b"",
+        priority: int = PRIORITY_DEFAULT,
+        timeout_seconds: int | None = None,
+        max_retries: int | None = None,
+        paused: bool = False,
+        missed_fires: MissedFires | str = MissedFires.FIRE_ONCE,
+    ) -> ScheduleInfo:
+        """A periodic schedule: one task per fire time of `cron` (5 fields, read in
+        `timezone`) or every `interval_seconds`; `Conflict` if the name is taken."""
+        return self._send(create_schedule_call(**_schedule_fields(locals())))
+
+    def schedules(self, limit: int | None = None, offset: int | None = None) -> Schedules:
+        return self._send(list_schedules_call(limit, offset))
+
+    def get_schedule(self, name: str) -> ScheduleInfo:
+        return self._send(get_schedule_call(name))
+
+    def update_schedule(self, name: str, **changes: Any) -> ScheduleInfo:
+        """Change the given fields (`paused=True` pauses; `cron=` or `interval_seconds=`
+        replaces the timing)."""
+        return self._send(update_schedule_call(name, **changes))
+
+    def delete_schedule(self, name: str) -> None:
+        self._send(delete_schedule_call(name))
+
 
 class AsyncTaskQueueClient:
     """The same API over `httpx.AsyncClient`; use `async with` or `await aclose()`."""
@@ -445,3 +489,37 @@ class AsyncTaskQueueClient:
 
     async def revoke_key(self, key_id: UUID | str) -> None:
         await self._send(revoke_key_call(key_id))
+
+    async def create_schedule(
+        self,
+        name: str,
+        task_type: str,
+        *,
+        cron: str | None = None,
+        interval_seconds: int | None = None,
+        timezone: str = TIMEZONE_DEFAULT,
+        payload: bytes = b"",
+        priority: int = PRIORITY_DEFAULT,
+        timeout_seconds: int | None = None,
+        max_retries: int | None = None,
+        paused: bool = False,
+        missed_fires: MissedFires | str = MissedFires.FIRE_ONCE,
+    ) -> ScheduleInfo:
+        return await self._send(create_schedule_call(**_schedule_fields(locals())))
+
+    async def schedules(self, limit: int | None = None, offset: int | None = None) -> Schedules:
+        return await self._send(list_schedules_call(limit, offset))
+
+    async def get_schedule(self, name: str) -> ScheduleInfo:
+        return await self._send(get_schedule_call(name))
+
+    async def update_schedule(self, name: str, **changes: Any) -> ScheduleInfo:
+        return await self._send(update_schedule_call(name, **changes))
+
+    async def delete_schedule(self, name: str) -> None:
+        await self._send(delete_schedule_call(name))
+
+
+def _schedule_fields(arguments: dict[str, Any]) -> dict[str, Any]:
+    """A create's arguments as the request's fields (the method's locals less `self`)."""
+    return {key: value for key, value in arguments.items() if key != "self"}

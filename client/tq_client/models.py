@@ -266,17 +266,17 @@ def priority_bucket(priority: int) -> str:
     return "low"
 
 
-PERMISSIONS = ("submit_tasks", "read_tasks", "cancel_tasks", "process_tasks", "admin")
-PermissionName = Annotated[
-    StrictStr, Field(pattern=r"^(submit_tasks|read_tasks|cancel_tasks|process_tasks|admin)$")
-]
+PERMISSIONS = (
+    "submit_tasks", "read_tasks", "cancel_tasks", "process_tasks", "manage_schedules", "admin",
+)  # fmt: skip
+PermissionName = Annotated[StrictStr, Field(pattern=rf"^({'|'.join(PERMISSIONS)})$")]
 
 
 class CreateKeyRequest(RequestModel):
     """POST /api/v1/keys (admin)."""
 
     name: Annotated[StrictStr, Field(min_length=1, max_length=100, pattern=r"^[\x20-\x7e]+$")]
-    permissions: Annotated[list[PermissionName], Field(min_length=1, max_length=5)]
+    permissions: Annotated[list[PermissionName], Field(min_length=1, max_length=len(PERMISSIONS))]
     rate_limit: Annotated[StrictFloat | StrictInt, Field(gt=0, le=1_000_000)] | None = None
     burst: Annotated[StrictInt, Field(ge=1, le=10_000_000)] | None = None
     # Waiting tasks (pending, or failed awaiting a retry) the key may have; past it, 429.

@@ -73,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     kopf.configure(verbose=args.verbose, quiet=args.quiet)
     if not args.verbose:
         logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request otherwise
-    import tq_operator.handlers  # noqa: F401  (registers the handlers with kopf)
+    # Importing registers the handlers with kopf: WorkerPools, then TaskSchedules.
+    from tq_operator import handlers, schedule_handlers  # noqa: F401
 
     if args.metrics_port:
         from tq_operator.metrics import POOLS

@@ -20,6 +20,7 @@ from tq_broker.app import create_app
 from tq_broker.connector import Connector, ConnectorConfig
 from tq_broker.ratelimit import HEARTBEAT_BURST_DEFAULT, ClusterRateLimiter
 from tq_broker.settings import BrokerSettings
+from tq_client.models import PERMISSIONS
 
 from ..support.processes import BrokerProcess
 
@@ -61,6 +62,7 @@ ROUTES: list[tuple[str, str, dict[str, Any] | None, str]] = [
     ("POST", "/api/v1/tasks/batch", {"tasks": [{"task_type": "noop"}]}, "submit_tasks"),
     ("GET", "/api/v1/tasks", None, "read_tasks"),
     ("GET", "/api/v1/tasks/{task}", None, "read_tasks"),
+    ("GET", "/api/v1/tasks/{task}/attempts", None, "read_tasks"),
     ("DELETE", "/api/v1/tasks/{task}", None, "cancel_tasks"),
     ("POST", "/api/v1/tasks/{task}/abort", None, "cancel_tasks"),
     ("POST", "/api/v1/tasks/{task}/requeue", None, "admin"),
@@ -113,6 +115,16 @@ ROUTES: list[tuple[str, str, dict[str, Any] | None, str]] = [
     ("POST", "/api/v1/keys", {"name": "k", "permissions": ["read_tasks"]}, "admin"),
     ("GET", "/api/v1/keys", None, "admin"),
     ("DELETE", "/api/v1/keys/{key}", None, "admin"),
+    (
+        "POST",
+        "/api/v1/schedules",
+        {"name": "s", "interval_seconds": 60, "task_type": "noop"},
+        "manage_schedules",
+    ),
+    ("GET", "/api/v1/schedules", None, "manage_schedules"),
+    ("GET", "/api/v1/schedules/s", None, "manage_schedules"),
+    ("PATCH", "/api/v1/schedules/s", {"paused": True}, "manage_schedules"),
+    ("DELETE", "/api/v1/schedules/s", None, "manage_schedules"),
 ]
 OPEN_ROUTES = [("GET", "/health"), ("GET", "/openapi.json"), ("GET", "/metrics")]
 
@@ -141,7 +153,8 @@ def test_the_matrix_covers_every_route_in_the_openapi_document(secured: TestClie
             p.split("?")[0]
             .replace("{task}", "{task_id}")
             .replace("{worker}", "{worker_id}")
-            .replace("{key}", "{key_id}"),
+            .replace("{key}", "{key_id}")
+            .replace("schedules/s", "schedules/{name}"),
         )
         for m, p, _, _ in ROUTES
     }
@@ -151,7 +164,7 @@ def test_the_matrix_covers_every_route_in_the_openapi_document(secured: TestClie
 def test_permission_matrix_of_every_route_and_every_kind_of_key(secured: TestClient) -> None:
     kinds = {
         p: create_key(secured, p, [p])["key"]
-        for p in ("submit_tasks", "read_tasks", "cancel_tasks", "process_tasks", "admin")
+        for p in PERMISSIONS
     }
     revoked = create_key(secured, "revoked", ["admin"])
     assert (

@@ -23,10 +23,11 @@ REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "taskqueue"
 
 
-def test_the_charts_crd_is_the_single_source_in_crds() -> None:
-    assert (CHART / "files" / "workerpool.yaml").read_bytes() == (
-        REPO / "crds" / "workerpool.yaml"
-    ).read_bytes(), "run: cp crds/workerpool.yaml charts/taskqueue/files/workerpool.yaml"
+@pytest.mark.parametrize("crd", ["workerpool.yaml", "taskschedule.yaml"])
+def test_the_charts_crd_is_the_single_source_in_crds(crd: str) -> None:
+    assert (CHART / "files" / crd).read_bytes() == (
+        REPO / "crds" / crd
+    ).read_bytes(), f"run: cp crds/{crd} charts/taskqueue/files/{crd}"
 
 
 def test_lint_is_strict_and_the_schema_refuses_unknown_values(control_plane: Any) -> None:
@@ -203,6 +204,7 @@ def test_install_upgrade_uninstall_with_defaults(
             == 1
         )
         plane.kubectl("get", "crd", "workerpools.taskqueue.io")
+        plane.kubectl("get", "crd", "taskschedules.taskqueue.io")
 
         broker, operator = "tq-taskqueue-broker", "tq-taskqueue-operator"
         assert can_i(plane, namespace, broker, "create", "leases.coordination.k8s.io")
@@ -224,6 +226,8 @@ def test_install_upgrade_uninstall_with_defaults(
         ):
             assert not can_i(plane, namespace, broker, *verb_resource), verb_resource
         assert can_i(plane, namespace, operator, "patch", "workerpools.taskqueue.io")
+        assert can_i(plane, namespace, operator, "watch", "taskschedules.taskqueue.io")
+        assert can_i(plane, namespace, operator, "patch", "taskschedules.taskqueue.io/status")
         assert can_i(plane, namespace, operator, "create", "deployments.apps")
         assert can_i(plane, namespace, operator, "patch", "pods")
         # It has its own read_tasks key: no Secret of the namespace is readable by it.

@@ -143,6 +143,81 @@ SELECT worker_id, registered_at, last_heartbeat, current_tasks, cpu_usage_percen
 FROM tq_workers WHERE status <> 'offline'
 ORDER BY registered_at, worker_id;
 
+-- db_now --
+-- The database's clock: the one clock every replica's scheduler agrees on.
+SELECT now() AS now;
+
+-- schedule_insert --
+-- Store a new schedule; a taken name is a unique violation (409).
+INSERT INTO tq_schedules (name, cron, interval_seconds, timezone, task_type, payload, priority,
+                          timeout_seconds, max_retries, paused, missed_fires, anchor_at,
+                          next_fire_at)
+VALUES (%(name)s, %(cron)s, %(interval_seconds)s, %(timezone)s, %(task_type)s, %(payload)s,
+        %(priority)s, %(timeout_seconds)s, %(max_retries)s, %(paused)s, %(missed_fires)s,
+        %(anchor_at)s, %(next_fire_at)s)
+RETURNING *;
+
+-- schedule_get --
+-- One schedule.
+SELECT * FROM tq_schedules WHERE name = %(name)s;
+
+-- schedule_get_for_update --
+-- One schedule, locked for the rest of the transaction (an edit, or a fire).
+SELECT * FROM tq_schedules WHERE name = %(name)s FOR UPDATE;
+
+-- schedule_list --
+-- Schedules by name.
+SELECT * FROM tq_schedules ORDER BY name LIMIT %(limit)s OFFSET %(offset)s;
+
+-- schedule_update --
+-- Write an edited schedule (the caller holds its row lock).
+UPDATE tq_schedules
+SET cron = %(cron)s, interval_seconds = %(interval_seconds)s, timezone = %(timezone)s,
+    task_type = %(task_type)s, payload = %(payload)s, priority = %(priority)s,
+    timeout_seconds = %(timeout_seconds)s, max_retries = %(max_retries)s, paused = %(paused)s,
+    missed_fires = %(missed_fires)s, anchor_at = %(anchor_at)s, next_fire_at = %(next_fire_at)s,
+    updated_at = now()
+WHERE name = %(name)s
+RETURNING *;
+
+-- schedule_delete --
+-- Delete a schedule (its fire records go with it).
+DELETE FROM tq_schedules WHERE name = %(name)s RETURNING name;
+
+-- schedule_due --
+-- Names of unpaused schedules whose next fire time has come, earliest first.
+SELECT name FROM tq_schedules
+WHERE NOT paused AND next_fire_at <= %(now)s
+ORDER BY next_fire_at LIMIT %(limit)s;
+
+-- schedule_lock_due --
+-- A due schedule, locked; none if another leader holds it or it changed since it was listed.
+SELECT * FROM tq_schedules
+WHERE name = %(name)s AND NOT paused AND next_fire_at <= %(now)s
+FOR UPDATE SKIP LOCKED;
+
+-- schedule_fire_insert --
+-- Record a fire; a fire time already recorded returns no row (and no task must be made).
+INSERT INTO tq_schedule_fires (schedule_name, fire_at, task_id)
+VALUES (%(name)s, %(fire_at)s, %(task_id)s)
+ON CONFLICT (schedule_name, fire_at) DO NOTHING
+RETURNING task_id;
+
+-- schedule_advance --
+-- Move a schedule past a fire (the caller holds its row lock).
+UPDATE tq_schedules
+SET next_fire_at = %(next_fire_at)s,
+    last_fire_at = COALESCE(%(last_fire_at)s, last_fire_at),
+    last_task_id = COALESCE(%(last_task_id)s, last_task_id)
+WHERE name = %(name)s;
+
+-- schedule_fire_delete_old --
+-- Forget fire records older than the retention period, a batch at a time.
+DELETE FROM tq_schedule_fires
+WHERE ctid IN (SELECT ctid FROM tq_schedule_fires
+               WHERE fired_at < now() - %(retention_seconds)s * interval '1 second'
+               LIMIT %(batch_size)s);
+
 -- migration_lock --
 -- Serialise migrations across replicas starting at once (transaction-scoped advisory lock).
 SELECT pg_advisory_xact_lock(7461203925);
