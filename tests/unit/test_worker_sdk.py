@@ -11,6 +11,8 @@ import pytest
 from tq_client.protocol import ClaimedTask, CompletedTask, FailedTask, TaskTypeOptions
 from tq_worker import RetryBackoff, TaskContext, Worker
 from tq_worker.execution import new_context, start_handler, wait_outcome
+from tq_worker.ledger import Held, StopReason
+from tq_worker.task_log import outcome_name, will_retry
 from tq_worker.threads import ThreadRunner
 
 
@@ -158,3 +160,22 @@ def test_task_options_hold_the_types_that_set_defaults() -> None:
         "c": TaskTypeOptions(timeout_seconds=30),
     }
     assert worker.handlers["c"].backoff == RetryBackoff(1.0, 60.0)
+
+
+def test_the_log_line_names_how_the_attempt_ended() -> None:
+    task = claimed(b"", retry_count=0, max_retries=1)
+    done = CompletedTask(task_id=task.task_id, lease_token=task.lease_token)
+    failure = FailedTask(task_id=task.task_id, lease_token=task.lease_token, error="x")
+    permanent = FailedTask(
+        task_id=task.task_id, lease_token=task.lease_token, error="x", retryable=False
+    )
+    assert outcome_name(Held(task, 0.0), done) == "completed"
+    assert (outcome_name(Held(task, 0.0), failure), will_retry(Held(task, 0.0), failure)) == (
+        "failed",
+        True,
+    )
+    assert will_retry(Held(task, 0.0), permanent) is False
+    last = claimed(b"", retry_count=1, max_retries=1)
+    assert will_retry(Held(last, 0.0), failure) is False
+    assert outcome_name(Held(task, 0.0, stop_reason=StopReason.ABORTED), failure) == "aborted"
+    assert outcome_name(Held(task, 0.0, stop_reason=StopReason.ABANDONED), None) == "abandoned"

@@ -21,9 +21,12 @@ log = logging.getLogger("tq_worker.task")
 
 
 def outcome_name(held: Held, outcome: CompletedTask | FailedTask | None) -> str:
-    """completed, failed, or (nothing reported) abandoned / cancelled."""
+    """completed, failed, aborted (asked to stop), or (nothing reported) abandoned /
+    cancelled."""
     if isinstance(outcome, CompletedTask):
         return "completed"
+    if held.stop_reason is StopReason.ABORTED:
+        return "aborted"
     if isinstance(outcome, FailedTask):
         return "failed"
     return "abandoned" if held.stop_reason is StopReason.ABANDONED else "cancelled"
