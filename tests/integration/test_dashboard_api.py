@@ -146,7 +146,14 @@ def test_a_key_learns_what_it_may_do_and_auth_off_may_do_everything(
     assert api.get("/api/v1/me").json() == {
         "auth": False,
         "name": None,
-        "permissions": ["submit_tasks", "read_tasks", "cancel_tasks", "process_tasks", "admin"],
+        "permissions": [
+            "submit_tasks",
+            "read_tasks",
+            "cancel_tasks",
+            "process_tasks",
+            "manage_schedules",
+            "admin",
+        ],
     }
     reader = key_with(secured, "read_tasks", "cancel_tasks")
     me = secured.get("/api/v1/me", headers=bearer(reader)).json()
