@@ -58,6 +58,9 @@ class RegisterWorkerRequest(RequestModel):
 
 
 PROGRESS_MESSAGE_MAX = 500  # characters of a progress message
+# Progress reports per heartbeat: a worker with more changed handlers sends the rest with the
+# next beat. Bounded so that a full list of long messages still fits the heartbeat's body cap.
+PROGRESS_PER_HEARTBEAT_MAX = 1_000
 ABORT_GRACE_SECONDS_DEFAULT = 10.0
 
 
@@ -91,7 +94,7 @@ class HeartbeatRequest(RequestModel):
     current_tasks: Annotated[StrictInt, Field(ge=0, le=1_000_000)] = 0
     leases: Annotated[list[Lease], Field(max_length=10_000)] = []
     # Progress reported since the last heartbeat, at most one per task (the latest).
-    progress: Annotated[list[ProgressReport], Field(max_length=10_000)] = []
+    progress: Annotated[list[ProgressReport], Field(max_length=PROGRESS_PER_HEARTBEAT_MAX)] = []
 
 
 class HeartbeatResponse(WireModel):

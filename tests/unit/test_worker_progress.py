@@ -9,7 +9,7 @@ from uuid import uuid4
 
 import pytest
 
-from tq_client.protocol import ClaimedTask
+from tq_client.protocol import PROGRESS_PER_HEARTBEAT_MAX, ClaimedTask, HeartbeatRequest
 from tq_worker.context import TaskContext
 from tq_worker.heartbeat import unsent_progress
 from tq_worker.ledger import Held
@@ -60,3 +60,24 @@ def test_the_heartbeat_sends_the_latest_value_once() -> None:
     ctx.progress(1)
     ((report, _, _),) = unsent_progress([held])
     assert (report.fraction, report.message) == (1.0, None)
+
+
+def test_a_heartbeat_carries_at_most_the_wire_limit_and_the_rest_go_next() -> None:
+    held = []
+    for _ in range(PROGRESS_PER_HEARTBEAT_MAX + 5):
+        ctx = context()
+        task = ClaimedTask(
+            task_id=ctx.task_id, task_type="resize", payload=b"", priority=100,
+            lease_token=uuid4(), lease_expires_at=datetime.now(UTC), timeout_seconds=60,
+            retry_count=0, max_retries=0,
+        )  # fmt: skip
+        ctx.progress(0.25)
+        held.append(Held(task, deadline=0.0, ctx=ctx))
+    first = unsent_progress(held)
+    assert len(first) == PROGRESS_PER_HEARTBEAT_MAX
+    HeartbeatRequest(progress=[report for report, _, _ in first])  # the broker would accept it
+    for _, slot, reported in first:
+        slot.mark_sent(reported)
+    rest = unsent_progress(held)
+    assert len(rest) == 5
+    assert {r.task_id for r, _, _ in rest}.isdisjoint(r.task_id for r, _, _ in first)

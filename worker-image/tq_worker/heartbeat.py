@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import psutil
 
-from tq_client.protocol import HeartbeatRequest, ProgressReport
+from tq_client.protocol import PROGRESS_PER_HEARTBEAT_MAX, HeartbeatRequest, ProgressReport
 from tq_worker.broker_client import BrokerClient, BrokerRejected, BrokerUnavailable, WorkerGone
 from tq_worker.config import HELD_MAX
 from tq_worker.ledger import Held, LeaseKey, Ledger
@@ -98,9 +98,12 @@ class Heartbeater:
 
 
 def unsent_progress(held: list[Held]) -> list[tuple[ProgressReport, ProgressSlot, Reported]]:
-    """The latest progress of each running handler that the broker has not taken yet."""
-    found = []
+    """The latest progress of each running handler that the broker has not taken yet, at most
+    PROGRESS_PER_HEARTBEAT_MAX of them (the others stay unsent until the next beat)."""
+    found: list[tuple[ProgressReport, ProgressSlot, Reported]] = []
     for entry in held:
+        if len(found) == PROGRESS_PER_HEARTBEAT_MAX:
+            break
         slot = entry.ctx.progress_slot if entry.ctx is not None else None
         reported = slot.unsent() if slot is not None else None
         if slot is not None and reported is not None:
