@@ -10,8 +10,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 
 
@@ -87,7 +85,6 @@ def test_curves_script_writes_summary_and_raw_samples(tmp_path: Path) -> None:
 
 
 def test_curves_plot_draws_one_png_per_curve(tmp_path: Path) -> None:
-    pytest.importorskip("matplotlib")  # the `bench` extra
     sys.path.insert(0, str(BENCH))
     try:
         from curves_plot import plot
