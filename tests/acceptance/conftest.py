@@ -8,6 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from tq_broker.embedded import EmbeddedPostgres
+
+from .cluster import Cluster
+
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
@@ -24,3 +28,13 @@ def data_dir() -> Iterator[Path]:
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def cluster(pg: EmbeddedPostgres, database: str, tmp_path: Path) -> Iterator[Cluster]:
+    """Brokers and workers on the test's database (test_abort.py has its own, smaller one)."""
+    c = Cluster(pg.url(database), pg.conninfo(database), tmp_path)
+    try:
+        yield c
+    finally:
+        c.stop()

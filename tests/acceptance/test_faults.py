@@ -7,12 +7,10 @@ from __future__ import annotations
 import signal
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import psycopg
-import pytest
 
 from tq_broker.embedded import EmbeddedPostgres
 
@@ -21,15 +19,6 @@ from ..support.polling import eventually
 from .cluster import Checked, Cluster, Submitter, wait_until_all_terminal
 
 DRAIN_TIMEOUT_SECONDS = 90
-
-
-@pytest.fixture
-def cluster(pg: EmbeddedPostgres, database: str, tmp_path: Path) -> Iterator[Cluster]:
-    c = Cluster(pg.url(database), pg.conninfo(database), tmp_path)
-    try:
-        yield c
-    finally:
-        c.stop()
 
 
 def started_by(log: Path, pid: int) -> set[str]:

@@ -6,30 +6,16 @@ one through the same cases, deterministically)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
 import psycopg
-import pytest
 from psycopg.rows import dict_row
-
-from tq_broker.embedded import EmbeddedPostgres
 
 from .cluster import Cluster
 
 SCHEDULER_ENV = {"TQ_SCHEDULE_CHECK_INTERVAL_SECONDS": "0.2"}
-
-
-@pytest.fixture
-def cluster(pg: EmbeddedPostgres, database: str, tmp_path: Path) -> Iterator[Cluster]:
-    c = Cluster(pg.url(database), pg.conninfo(database), tmp_path)
-    try:
-        yield c
-    finally:
-        c.stop()
 
 
 def fires(conninfo: str) -> list[dict[str, Any]]:
