@@ -37,9 +37,10 @@ POLL = 1  # pollIntervalSeconds of the pools under test
 class OperatorProcess:
     """`tq-operator` watching tq-op-* namespaces of one control plane."""
 
-    def __init__(self, cp: ControlPlane, log_path: Path) -> None:
+    def __init__(self, cp: ControlPlane, log_path: Path, env: dict[str, str] | None = None) -> None:
         self.cp = cp
         self.log_path = log_path
+        self.env = env or {}  # extra settings, over the defaults below
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> OperatorProcess:
@@ -53,6 +54,7 @@ class OperatorProcess:
                     **self.cp.env(),
                     "PYTHONUNBUFFERED": "1",
                     "TQ_OPERATOR_ALLOWED_BROKER_URLS": ALLOWED_BROKER_URLS,
+                    **self.env,
                 },
                 preexec_fn=_die_with_parent,  # no operator outlives a killed test run
             )

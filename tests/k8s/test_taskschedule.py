@@ -14,14 +14,11 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.processes import bin_path
 from tq_broker.embedded import EmbeddedPostgres
 
-from .controlplane import ControlPlane, _die_with_parent
+from .controlplane import ControlPlane
 from .test_crd import REPO, install_crd
 from .test_operator import (
-    ALLOWED_BROKER_URLS,
-    NAMESPACE_PREFIX,
     Broker,
     OperatorProcess,
     apply,
@@ -41,25 +38,8 @@ def install_schedule_crd(cp: ControlPlane) -> None:
     )
 
 
-class ScheduleOperator(OperatorProcess):
-    """The operator, refreshing schedule status every second (instead of every 30)."""
-
-    def start(self) -> ScheduleOperator:
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(
-                [bin_path("tq-operator"), "--namespace", f"{NAMESPACE_PREFIX}*"],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env={
-                    **self.cp.env(),
-                    "PYTHONUNBUFFERED": "1",
-                    "TQ_OPERATOR_ALLOWED_BROKER_URLS": ALLOWED_BROKER_URLS,
-                    "TQ_OPERATOR_SCHEDULE_STATUS_SECONDS": "1",
-                },
-                preexec_fn=_die_with_parent,
-            )
-        return self
+# The operator refreshing schedule status every second (instead of every 30).
+FAST_STATUS_ENV = {"TQ_OPERATOR_SCHEDULE_STATUS_SECONDS": "1"}
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +48,8 @@ def operator(
 ) -> Iterator[OperatorProcess]:
     install_crd(control_plane)
     install_schedule_crd(control_plane)
-    operator = ScheduleOperator(control_plane, tmp_path_factory.mktemp("op") / "op.log").start()
+    log_path = tmp_path_factory.mktemp("op") / "op.log"
+    operator = OperatorProcess(control_plane, log_path, env=FAST_STATUS_ENV).start()
     try:
         yield operator
     finally:
