@@ -19,6 +19,17 @@ def context() -> TaskContext:
     return TaskContext(uuid4(), "resize", attempt=1, max_retries=0, timeout_seconds=60)
 
 
+def held_with_context() -> Held:
+    """A running task as the worker's ledger holds it, with its handler's context."""
+    ctx = context()
+    task = ClaimedTask(
+        task_id=ctx.task_id, task_type="resize", payload=b"", priority=100,
+        lease_token=uuid4(), lease_expires_at=datetime.now(UTC), timeout_seconds=60,
+        retry_count=0, max_retries=0,
+    )  # fmt: skip
+    return Held(task, deadline=0.0, ctx=ctx)
+
+
 @pytest.mark.parametrize(
     ("fraction", "message", "error"),
     [
@@ -43,13 +54,9 @@ def test_a_bad_progress_value_raises_in_the_handler(
 
 
 def test_the_heartbeat_sends_the_latest_value_once() -> None:
-    ctx = context()
-    task = ClaimedTask(
-        task_id=ctx.task_id, task_type="resize", payload=b"", priority=100,
-        lease_token=uuid4(), lease_expires_at=datetime.now(UTC), timeout_seconds=60,
-        retry_count=0, max_retries=0,
-    )  # fmt: skip
-    held = Held(task, deadline=0.0, ctx=ctx)
+    held = held_with_context()
+    ctx = held.ctx
+    assert ctx is not None
     assert unsent_progress([held]) == []
     ctx.progress(0, "start")
     ctx.progress(0.5, "half")
@@ -65,14 +72,10 @@ def test_the_heartbeat_sends_the_latest_value_once() -> None:
 def test_a_heartbeat_carries_at_most_the_wire_limit_and_the_rest_go_next() -> None:
     held = []
     for _ in range(PROGRESS_PER_HEARTBEAT_MAX + 5):
-        ctx = context()
-        task = ClaimedTask(
-            task_id=ctx.task_id, task_type="resize", payload=b"", priority=100,
-            lease_token=uuid4(), lease_expires_at=datetime.now(UTC), timeout_seconds=60,
-            retry_count=0, max_retries=0,
-        )  # fmt: skip
-        ctx.progress(0.25)
-        held.append(Held(task, deadline=0.0, ctx=ctx))
+        entry = held_with_context()
+        assert entry.ctx is not None
+        entry.ctx.progress(0.25)
+        held.append(entry)
     first = unsent_progress(held)
     assert len(first) == PROGRESS_PER_HEARTBEAT_MAX
     HeartbeatRequest(progress=[report for report, _, _ in first])  # the broker would accept it
