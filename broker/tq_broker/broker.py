@@ -39,6 +39,7 @@ from tq_broker.notifier import (
 )
 from tq_broker.overview import OverviewQueries
 from tq_broker.ratelimit import ClusterRateLimiter, HeartbeatBudget
+from tq_broker.ready_announcer import ReadyAnnouncer
 from tq_broker.schedules import ScheduleStore
 from tq_broker.services import Job, Schedule, ServiceRunner
 from tq_broker.settings import BrokerSettings
@@ -153,7 +154,7 @@ def lease_config(settings: BrokerSettings) -> LeaseConfig:
 
 
 def maintenance_services(
-    connector: Connector, settings: BrokerSettings, events: EventPublisher
+    connector: Connector, settings: BrokerSettings, events: EventPublisher, ready: ReadyAnnouncer
 ) -> list[Schedule]:
     """The leader's sweeps."""
     rescuer = Rescuer(
@@ -169,7 +170,10 @@ def maintenance_services(
     reaper = Reaper(connector, ReaperConfig(silent_seconds=settings.worker_silent_seconds))
     cleaner = Cleaner(connector, CleanerConfig(retention_seconds=settings.retention_seconds))
     scheduler = Scheduler(
-        connector, SchedulerConfig(fire_retention_seconds=settings.retention_seconds), events
+        connector,
+        SchedulerConfig(fire_retention_seconds=settings.retention_seconds),
+        events,
+        ready,
     )
     return [
         Schedule(rescuer, settings.rescue_interval_seconds, leader_only=True),
@@ -190,8 +194,9 @@ def _build(
     events = EventPublisher(connector, on_change=metrics.count_transitions)
     elector, election_interval = choose_elector(settings, config)
     notifier = TaskReadyNotifier()
+    ready = ReadyAnnouncer(config, notifier)
     hub = EventHub(connector)
-    store = TaskStore(connector, events, settings.max_payload_bytes)
+    store = TaskStore(connector, events, ready, settings.max_payload_bytes)
     task_waits = TaskWaits(store, hub, settings.max_task_waiters)
     listener = Listener(
         config,
@@ -232,9 +237,10 @@ def _build(
         Schedule(elector, election_interval),
         Schedule(listener, 0),
         Schedule(events, 0),
+        Schedule(ready, 0),
         Schedule(hub, REGISTRATION_CHECK_SECONDS),
         Schedule(ReadyCheck(connector, notifier), settings.claim_poll_interval_seconds),
-        *maintenance_services(connector, settings, events),
+        *maintenance_services(connector, settings, events, ready),
         Schedule(
             Job("key-usage", authenticator.flush_last_used, authenticator.flush_last_used),
             KEY_USAGE_FLUSH_SECONDS,

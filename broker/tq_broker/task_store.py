@@ -18,6 +18,7 @@ from tq_broker.connector import Connector, Session
 from tq_broker.errors import BrokerError, Conflict, NotFound, PayloadTooLarge
 from tq_broker.events import EventPublisher
 from tq_broker.ids import new_task_id
+from tq_broker.ready_announcer import ReadyAnnouncer
 from tq_client.models import (
     MAX_RETRIES_DEFAULT,
     TIMEOUT_SECONDS_DEFAULT,
@@ -81,11 +82,13 @@ class TaskStore:
         self,
         connector: Connector,
         events: EventPublisher,
+        ready: ReadyAnnouncer,
         max_payload_bytes: int = PAYLOAD_LIMIT_BYTES_DEFAULT,
     ) -> None:
         self._db = connector
         self._max_payload_bytes = max_payload_bytes
         self._events = events  # the replica's one publisher: every change passes through it
+        self._ready = ready  # wakes waiting claims for what was inserted and committed
 
     def _check_payload(self, request: SubmitTaskRequest) -> None:
         if len(request.payload) > self._max_payload_bytes:
@@ -148,6 +151,7 @@ class TaskStore:
                 raise
             row = None  # a repeat of a submit that was stored is answered as before
         if row is not None:
+            self._ready.tasks_inserted([row])
             await self._events.publish_rows([row])
             return Submitted(SubmitTaskResponse(task_id=row["task_id"], status=row["status"]), True)
         earlier = await self._db.fetch_one(
@@ -184,6 +188,7 @@ class TaskStore:
                     "key_id": submitter.key_id if submitter.max_pending is not None else None,
                 },
             )
+        self._ready.tasks_inserted(rows)
         await self._events.publish_rows(rows)
         return [SubmitTaskResponse(task_id=i, status=TaskStatus.PENDING) for i in ids]
 
@@ -274,6 +279,7 @@ class TaskStore:
         """Admin: a dead-lettered task gets a fresh set of attempts."""
         row = await self._db.fetch_one("task_requeue", {"task_id": task_id})
         if row is not None:
+            self._ready.tasks_inserted([row])
             await self._events.publish_rows([row])
             return str(row["status"])
         current = await self._db.fetch_one("task_status", {"task_id": task_id})

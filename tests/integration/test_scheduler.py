@@ -20,6 +20,8 @@ from tq_broker.events import EventPublisher
 from tq_broker.ids import new_task_id
 from tq_broker.leader import AdvisoryLockElector
 from tq_broker.maintenance.scheduler import Scheduler, SchedulerConfig
+from tq_broker.notifier import TaskReadyNotifier
+from tq_broker.ready_announcer import ReadyAnnouncer
 from tq_broker.schedules import ScheduleStore
 from tq_client.schedules import CreateScheduleRequest, UpdateScheduleRequest
 
@@ -52,11 +54,12 @@ async def replica(database_url: str, clock: FakeClock) -> AsyncIterator[Replica]
     connector = Connector(config)
     await connector.open()
     events = EventPublisher(connector)
+    ready = ReadyAnnouncer(config, TaskReadyNotifier())
     try:
         yield Replica(
             connector,
             AdvisoryLockElector(config, lease_seconds=5),
-            Scheduler(connector, SchedulerConfig(), events, clock),
+            Scheduler(connector, SchedulerConfig(), events, ready, clock),
             ScheduleStore(connector, clock),
         )
     finally:

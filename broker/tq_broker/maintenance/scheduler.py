@@ -21,6 +21,7 @@ from datetime import datetime
 from tq_broker.connector import Connector
 from tq_broker.events import EventPublisher
 from tq_broker.ids import new_task_id
+from tq_broker.ready_announcer import ReadyAnnouncer
 from tq_broker.schedule_times import LATE_TOLERANCE_SECONDS_DEFAULT, plan_fire
 from tq_broker.schedules import Clock, database_clock, timing_of
 from tq_client.models import MAX_RETRIES_DEFAULT, TIMEOUT_SECONDS_DEFAULT
@@ -56,11 +57,13 @@ class Scheduler:
         connector: Connector,
         config: SchedulerConfig,
         events: EventPublisher,
+        ready: ReadyAnnouncer,
         clock: Clock | None = None,
     ) -> None:
         self._db = connector
         self.config = config
         self._events = events
+        self._ready = ready
         self._clock = clock or database_clock(connector)
 
     async def run_once(self) -> SchedulerResult:
@@ -134,5 +137,6 @@ class Scheduler:
                 name, now.isoformat(), "fired once" if task else "skipped", row["missed_fires"],
             )  # fmt: skip
         if task is not None:
+            self._ready.tasks_inserted([task])
             await self._events.publish_rows([task])
         return task is not None, plan.missed

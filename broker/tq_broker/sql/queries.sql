@@ -13,7 +13,7 @@ SELECT %(task_id)s, %(task_type)s, %(payload)s, %(priority)s, COALESCE(%(run_at)
 FROM (VALUES (1)) AS one
 LEFT JOIN tq_task_type_defaults AS d ON d.task_type = %(task_type)s
 ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-RETURNING task_id, task_type, status, updated_at;
+RETURNING task_id, task_type, status, updated_at, run_at <= now() AS ready;
 
 -- key_pending_lock --
 -- Serialise submits of one capped key for the rest of the transaction.
@@ -43,7 +43,11 @@ FROM unnest(%(task_ids)s::uuid[], %(task_types)s::text[], %(payloads)s::bytea[],
             %(max_retries)s::integer[])
      AS b(task_id, task_type, payload, priority, run_at, timeout_seconds, max_retries)
 LEFT JOIN tq_task_type_defaults AS d ON d.task_type = b.task_type
-RETURNING task_id, task_type, status, updated_at;
+RETURNING task_id, task_type, status, updated_at, run_at <= now() AS ready;
+
+-- tasks_announce_ready --
+-- Wake waiting claims on every replica: one 'type n origin' notification per task type.
+SELECT count(pg_notify('tq_task_ready', p)) AS sent FROM unnest(%(payloads)s::text[]) AS p;
 
 -- task_get --
 -- One task with everything the GET endpoint shows.

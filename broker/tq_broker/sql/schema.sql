@@ -65,18 +65,6 @@ CREATE TABLE tq_workers (
     key_id            uuid
 );
 
-CREATE FUNCTION tq_notify_task_ready() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    PERFORM pg_notify('tq_task_ready', task_type || ' ' || count(*))
-    FROM inserted WHERE run_at <= now() GROUP BY task_type;
-    RETURN NULL;
-END;
-$$;
-
-CREATE TRIGGER tq_tasks_notify_ready AFTER INSERT ON tq_tasks
-    REFERENCING NEW TABLE AS inserted
-    FOR EACH STATEMENT EXECUTE FUNCTION tq_notify_task_ready();
-
 CREATE TABLE tq_api_keys (
     key_id       uuid        PRIMARY KEY,
     name         text        NOT NULL,
