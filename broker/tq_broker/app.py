@@ -8,17 +8,20 @@ reach it through `api.deps.broker_of`.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+from fastapi.routing import APIRoute
+from starlette.routing import BaseRoute
 
 from tq_broker.api import keys, schedules, stream, system, tasks, workers
 from tq_broker.api.errors import install_error_handlers
 from tq_broker.api.guard import RequestGuard
 from tq_broker.api.limits import BodySizeLimit
 from tq_broker.api.security import RateLimitHeaders
+from tq_broker.api.submit_fast_path import SUBMIT_PATH, SubmitFastPath
 from tq_broker.broker import open_broker
 from tq_broker.metrics import BrokerMetrics, HttpMetrics
 from tq_broker.settings import BrokerSettings
@@ -76,7 +79,9 @@ def create_app(
     for router in (*routers, stream.router):
         app.include_router(router)
     install_dashboard(app)
-    # Middleware runs outermost-last-added: size limits, the guard, metrics, then headers.
+    # Middleware runs outermost-last-added: size limits, the guard, metrics, headers, then
+    # the submit's fast path in front of the routes.
+    app.add_middleware(SubmitFastPath, route=_route(tasks.router.routes, "POST", SUBMIT_PATH))
     app.add_middleware(RateLimitHeaders)
     app.add_middleware(HttpMetrics, metrics=metrics)
     app.add_middleware(  # authenticates before any body is read
@@ -100,3 +105,11 @@ def create_app(
         },
     )
     return app
+
+
+def _route(routes: Sequence[BaseRoute], method: str, path: str) -> APIRoute:
+    return next(
+        r
+        for r in routes
+        if isinstance(r, APIRoute) and r.path == path and method in (r.methods or ())
+    )

@@ -87,7 +87,7 @@ def test_a_submit_wakes_a_claim_waiting_on_the_same_replica(
     task_id = submit(first, "resize")
     answer = join()
     assert answer["tasks"] == [task_id]
-    assert answer["seconds"] < CLAIM_WAIT_SECONDS / 2, "woken by the claim's timeout, not the submit"
+    assert answer["seconds"] < CLAIM_WAIT_SECONDS / 2, "woken by its timeout, not the submit"
 
 
 def test_a_submit_wakes_a_claim_waiting_on_another_replica(
@@ -99,7 +99,7 @@ def test_a_submit_wakes_a_claim_waiting_on_another_replica(
     task_id = submit(first, "resize")
     answer = join()
     assert answer["tasks"] == [task_id]
-    assert answer["seconds"] < CLAIM_WAIT_SECONDS / 2, "woken by the claim's timeout, not the submit"
+    assert answer["seconds"] < CLAIM_WAIT_SECONDS / 2, "woken by its timeout, not the submit"
 
 
 def test_a_batch_wakes_a_waiting_claim_on_another_replica(

@@ -84,17 +84,22 @@ def allowed_methods(request: Request) -> list[str]:
     return sorted(methods)
 
 
+def broker_error_response(exc: BrokerError) -> JSONResponse:
+    status, _ = codes_of(exc)
+    headers: dict[str, str] | None = None
+    if status == 503:
+        headers = {"Retry-After": "1"}
+    elif isinstance(exc, Unauthenticated):
+        headers = {"WWW-Authenticate": "Bearer"}
+    elif isinstance(exc, RateLimited):
+        headers = rate_limit_headers(exc.decision)
+    return error_response(status, str(exc), headers)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     async def on_broker_error(request: Request, exc: Exception) -> JSONResponse:
-        status, _ = codes_of(exc)
-        headers: dict[str, str] | None = None
-        if status == 503:
-            headers = {"Retry-After": "1"}
-        elif isinstance(exc, Unauthenticated):
-            headers = {"WWW-Authenticate": "Bearer"}
-        elif isinstance(exc, RateLimited):
-            headers = rate_limit_headers(exc.decision)
-        return error_response(status, str(exc), headers)
+        assert isinstance(exc, BrokerError)
+        return broker_error_response(exc)
 
     async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)

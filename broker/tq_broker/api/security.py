@@ -21,20 +21,28 @@ from tq_broker.worker_store import ANY_CALLER, Caller
 _bearer_scheme = HTTPBearer(auto_error=False, description="API key: Authorization: Bearer <key>")
 
 
+async def authorize_request(
+    request: Request, permission: Permission, rate_limited: bool = True
+) -> Principal | None:
+    """Who calls, if they may (403) and within their rate limit (429); None with auth off.
+    Leaves the principal and the rate-limit decision in the request's state."""
+    auth = broker_of(request.app).authenticator
+    if not auth.config.enabled:
+        return None
+    credentials = Credentials(  # RequestGuard authenticated /api/ already
+        header=request.headers.get("authorization"),
+        principal=getattr(request.state, "principal", None),
+    )
+    authorized = await auth.authorize(credentials, permission, rate_limited)
+    request.state.principal = authorized.principal
+    if authorized.decision is not None:
+        request.state.rate_limit = authorized.decision
+    return authorized.principal
+
+
 def requires(permission: Permission, rate_limited: bool = True) -> Any:
     async def check(request: Request, _: Any = Depends(_bearer_scheme)) -> Principal | None:
-        auth = broker_of(request.app).authenticator
-        if not auth.config.enabled:
-            return None
-        credentials = Credentials(  # RequestGuard authenticated /api/ already
-            header=request.headers.get("authorization"),
-            principal=getattr(request.state, "principal", None),
-        )
-        authorized = await auth.authorize(credentials, permission, rate_limited)
-        request.state.principal = authorized.principal
-        if authorized.decision is not None:
-            request.state.rate_limit = authorized.decision
-        return authorized.principal
+        return await authorize_request(request, permission, rate_limited)
 
     return Depends(check)
 
