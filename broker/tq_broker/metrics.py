@@ -25,6 +25,7 @@ types (`other` takes the rest: their sum, and their oldest age).
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import time
 from collections.abc import Iterable, Iterator, Mapping
@@ -235,8 +236,9 @@ class BrokerMetrics:
             return await asyncio.to_thread(generate_latest, self.registry)
 
     def count_transitions(self, rows: Iterable[Mapping[str, Any]]) -> None:
-        for row in rows:
-            self.tasks.labels(row["status"], self.task_type_label(row["task_type"])).inc()
+        counts = collections.Counter((row["status"], row["task_type"]) for row in rows)
+        for (status, task_type), count in counts.items():
+            self.tasks.labels(status, self.task_type_label(task_type)).inc(count)
 
     def observe_durations(self, histogram: Histogram, timings: Iterable[Any]) -> None:
         for timing in timings:
