@@ -1,6 +1,12 @@
 """Where one PostgreSQL stops scaling for single submits: commits/s of one-row insert
-transactions into `tq_tasks`, with its NOTIFY trigger (as the broker runs it) and with the
-trigger disabled, from 1..N concurrent sessions, durable (fsync and synchronous_commit on).
+transactions into `tq_tasks` from 1..N concurrent sessions, durable (fsync and synchronous_commit
+on), in two modes:
+
+- `notify_in_commit`: each transaction also NOTIFYs, as the insert trigger did before
+  migration 0013;
+- `announced_after` (as the broker runs since 0013): the inserts notify nobody, and one more
+  session sends NOTIFYs back to back with `synchronous_commit = off`, as a replica's
+  `ReadyAnnouncer` does at most.
 
 Why: PostgreSQL serialises the commits of every transaction that issued a NOTIFY on one lock,
 held from just before the commit until after its WAL flush (async.c `PreCommit_Notify`,
@@ -35,12 +41,17 @@ INSERT = (
 )
 
 
-def run_point(url: str, sessions: int, seconds: float) -> dict[str, Any]:
+NOTIFY = "SELECT pg_notify('tq_task_ready', 'ceiling 1')"
+MODES = ("notify_in_commit", "announced_after")
+
+
+def run_point(url: str, sessions: int, seconds: float, mode: str) -> dict[str, Any]:
     import psycopg
 
     counts = [0] * sessions
+    announcements = [0]
     stop_at = 0.0
-    start = threading.Barrier(sessions + 1)
+    start = threading.Barrier(sessions + 1 + (mode == "announced_after"))
     errors: list[str] = []
 
     def session(i: int) -> None:
@@ -49,12 +60,27 @@ def run_point(url: str, sessions: int, seconds: float) -> dict[str, Any]:
                 start.wait()
                 while time.monotonic() < stop_at:
                     conn.execute(INSERT, (uuid.uuid4(),))
+                    if mode == "notify_in_commit":
+                        conn.execute(NOTIFY)
                     conn.commit()
                     counts[i] += 1
         except Exception as exc:  # reported, not raised: the other sessions' numbers stand
             errors.append(repr(exc)[:200])
 
+    def announcer() -> None:
+        try:
+            with psycopg.connect(url, autocommit=True) as conn:
+                conn.execute("SET synchronous_commit = off")
+                start.wait()
+                while time.monotonic() < stop_at:
+                    conn.execute(NOTIFY)
+                    announcements[0] += 1
+        except Exception as exc:
+            errors.append(repr(exc)[:200])
+
     threads = [threading.Thread(target=session, args=(i,), daemon=True) for i in range(sessions)]
+    if mode == "announced_after":
+        threads.append(threading.Thread(target=announcer, daemon=True))
     for t in threads:
         t.start()
     stop_at = time.monotonic() + seconds + 30  # provisional, until every session connected
@@ -68,6 +94,7 @@ def run_point(url: str, sessions: int, seconds: float) -> dict[str, Any]:
         "sessions": sessions,
         "commits": sum(counts),
         "commits_per_s": round(sum(counts) / wall, 1),
+        "announcements_per_s": round(announcements[0] / wall, 1),
         "errors": errors[:3],
     }
 
@@ -88,18 +115,13 @@ def main() -> int:
         url = broker.database_url()
         for sessions in [int(s) for s in args.sessions.split(",") if s.strip()]:
             # Alternated per session count, so drifting load hits both modes alike.
-            for mode in ("notify", "no_notify"):
-                broker.sql(
-                    "ALTER TABLE tq_tasks "
-                    + ("ENABLE" if mode == "notify" else "DISABLE")
-                    + " TRIGGER tq_tasks_notify_ready"
-                )
+            for mode in MODES:
                 load = loadavg()
-                point = {"mode": mode, **run_point(url, sessions, args.seconds)}
+                point = {"mode": mode, **run_point(url, sessions, args.seconds, mode)}
                 point["loadavg_before"] = load
                 points.append(point)
                 print(
-                    f"  {mode:9} x{sessions:<3}: {point['commits_per_s']:,.0f} commits/s"
+                    f"  {mode:16} x{sessions:<3}: {point['commits_per_s']:,.0f} commits/s"
                     f"{' errors ' + str(point['errors']) if point['errors'] else ''} | load {load}",
                     flush=True,
                 )

@@ -135,6 +135,13 @@ def test_commit_ceiling_script_measures_both_modes(tmp_path: Path) -> None:
     )
     summary = json.loads((tmp_path / "ceiling-smoke.json").read_text())
     points = [(p["mode"], p["sessions"]) for p in summary["points"]]
-    assert points == [("notify", 1), ("no_notify", 1), ("notify", 2), ("no_notify", 2)]
+    assert points == [
+        ("notify_in_commit", 1),
+        ("announced_after", 1),
+        ("notify_in_commit", 2),
+        ("announced_after", 2),
+    ]
     assert all(p["commits"] > 0 and p["errors"] == [] for p in summary["points"])
+    announcing = {p["mode"]: p["announcements_per_s"] > 0 for p in summary["points"]}
+    assert announcing == {"notify_in_commit": False, "announced_after": True}
     assert summary["postgres_settings"]["fsync"] == "on"
