@@ -207,6 +207,7 @@ def _build(
         },
         # Anything may have happened while not listening.
         on_connect=[notifier.wake_all, task_waits.recheck_all],
+        own_sender=lambda: ready.backend_pid,
     )
     hub.listening = listener.listening
     keys = ApiKeyStore(connector)

@@ -155,16 +155,21 @@ class DedicatedSession(Session):
         async with translated_errors():
             await self._dedicated.execute(f"LISTEN {channel}".encode())
 
+    @property
+    def backend_pid(self) -> int:
+        """The server process of this session: the sender of its NOTIFYs, as listeners see it."""
+        return self._dedicated.info.backend_pid
+
     async def notifications(
         self, timeout_seconds: float, stop_after: int = 1000
-    ) -> AsyncIterator[tuple[str, str]]:
-        """(channel, payload) of each notification as soon as it arrives, until the timeout
-        (or stop_after of them). Yielded one by one, not gathered: a waiter woken by one must
-        not wait for the rest of the timeout."""
+    ) -> AsyncIterator[tuple[str, str, int]]:
+        """(channel, payload, sender's backend pid) of each notification as soon as it arrives,
+        until the timeout (or stop_after of them). Yielded one by one, not gathered: a waiter
+        woken by one must not wait for the rest of the timeout."""
         async with translated_errors():
             gen = self._dedicated.notifies(timeout=timeout_seconds, stop_after=stop_after)
             async for notification in gen:
-                yield notification.channel, notification.payload
+                yield notification.channel, notification.payload, notification.pid
 
     async def close(self) -> None:
         await self._dedicated.close()

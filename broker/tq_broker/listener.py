@@ -33,10 +33,14 @@ class Listener:
         config: ConnectorConfig,
         handlers: Mapping[str, Handler],
         on_connect: Sequence[Callable[[], None]] = (),
+        own_sender: Callable[[], int | None] = lambda: None,
     ) -> None:
         self._config = config
         self._handlers = dict(handlers)
         self._on_connect = list(on_connect)
+        # The backend pid of this replica's own notifying session (its ReadyAnnouncer), whose
+        # notifications were acted on here before they were sent: they are dropped.
+        self._own_sender = own_sender
         self._session: DedicatedSession | None = None
         self.listening = asyncio.Event()  # set while every channel is LISTENed
 
@@ -45,9 +49,10 @@ class Listener:
             if self._session is None or self._session.closed:
                 await self._connect()
             assert self._session is not None
-            async for channel, payload in self._session.notifications(WAIT_SECONDS, BATCH_MAX):
+            notifications = self._session.notifications(WAIT_SECONDS, BATCH_MAX)
+            async for channel, payload, sender in notifications:
                 handler = self._handlers.get(channel)
-                if handler is not None:
+                if handler is not None and sender != self._own_sender():
                     handler(payload)
         except BaseException:
             await self.close()

@@ -1,10 +1,10 @@
 """Wakes long-polling claims when work they can take becomes ready, and only those.
 
 Every waiting claim on this replica is a `Waiter` for one worker and that worker's task types.
-A `tq_task_ready` notification names a task type and how many tasks became ready ("type n",
-or "type n origin" from a replica's `ReadyAnnouncer`); it wakes at most n waiters of that type,
-those waiting longest first. A replica ignores the ones of its own origin: the announcer woke
-its waiters in-process before sending. An empty payload (and
+A `tq_task_ready` notification names a task type and how many tasks became ready ("type n");
+it wakes at most n waiters of that type, those waiting longest first. Submits are announced by
+the submitting replica's `ReadyAnnouncer` (which wakes that replica's waiters itself; its
+listener drops the echo), releases and requeues by their own statements. An empty payload (and
 every reconnect of the listener) wakes all. A `tq_worker_stop` notification ends the waiting
 claim of a draining or deregistered worker at once, on whichever replica it waits.
 
@@ -23,7 +23,6 @@ import asyncio
 import contextlib
 import itertools
 import logging
-import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
@@ -62,8 +61,6 @@ class TaskReadyNotifier:
     def __init__(self) -> None:
         self._by_worker: dict[str, Waiter] = {}
         self.closing = False
-        # This replica's name in its announcements (no spaces: payloads are space-separated).
-        self.origin = uuid.uuid4().hex[:16]
 
     @contextlib.contextmanager
     def waiting(self, worker_id: str) -> Iterator[Waiter]:
@@ -113,8 +110,6 @@ class TaskReadyNotifier:
         return woken
 
     def on_task_ready(self, payload: str) -> None:
-        if payload.endswith(f" {self.origin}"):
-            return  # our own announcement: its waiters here were woken already
         self.wake_types(parse_ready(payload))
 
     def on_worker_stop(self, worker_id: str) -> None:
@@ -133,12 +128,10 @@ class TaskReadyNotifier:
 
 
 def parse_ready(payload: str) -> dict[str, int] | None:
-    """'type n' or 'type n origin' -> {type: n}; '' (or anything unreadable) -> None: wake
-    all."""
-    task_type, _, rest = payload.partition(" ")
+    """'type n' -> {type: n}; '' (or anything unreadable) -> None: wake all."""
+    task_type, _, count = payload.partition(" ")
     if not task_type:
         return None
-    count, _, _origin = rest.partition(" ")
     try:
         return {task_type: max(1, int(count or 1))}
     except ValueError:

@@ -15,8 +15,9 @@ woken earlier would not see them). A lost one (the replica died between the comm
 send, the database was away) costs latency, not tasks: `ReadyCheck` wakes every waiter whose
 task types have ready tasks once per claim poll interval.
 
-A replica ignores its own notifications when they come back through its listener: its local
-waiters were woken already. Payloads are 'type n origin' (see `notifier.parse_ready`).
+Payloads are 'type n', as the trigger sent them, so replicas of the previous version read them
+during a rolling update. A replica's listener drops what its own announcer sent (by the
+session's backend pid): its waiters were woken already.
 """
 
 from __future__ import annotations
@@ -41,10 +42,10 @@ class ReadyAnnouncer:
     def __init__(self, config: ConnectorConfig, notifier: TaskReadyNotifier) -> None:
         self._config = config
         self._notifier = notifier
-        self.origin = notifier.origin
         self._counts: dict[str, int] = {}  # ready tasks by type, not yet sent
         self._pending = asyncio.Event()
         self._session: DedicatedSession | None = None
+        self.backend_pid: int | None = None  # of the session that sends, while connected
 
     def tasks_inserted(self, rows: Iterable[Mapping[str, Any]]) -> None:
         """Announce the committed rows that are ready now (`ready`; a scheduled `run_at` in
@@ -66,22 +67,40 @@ class ReadyAnnouncer:
             await asyncio.wait_for(self._pending.wait(), IDLE_WAIT_SECONDS)
         if not self._pending.is_set():
             return 0
+        return await self._send()
+
+    async def _send(self) -> int:
         self._pending.clear()
         counts, self._counts = self._counts, {}
-        payloads = [f"{task_type} {count} {self.origin}" for task_type, count in counts.items()]
         try:
             if self._session is None or self._session.closed:
                 self._session = await connect_dedicated(
                     self._config, "-c synchronous_commit=off", application_name="tq-announcer"
                 )
+                self.backend_pid = self._session.backend_pid
+            payloads = [f"{task_type} {count}" for task_type, count in counts.items()]
             await self._session.fetch_one("tasks_announce_ready", {"payloads": payloads})
         except BaseException:
-            await self.close()  # these wake-ups are lost; ReadyCheck is the safety net
+            for task_type, count in counts.items():  # sent with the next statement instead
+                self._counts[task_type] = self._counts.get(task_type, 0) + count
+            self._pending.set()
+            await self._disconnect()
             raise
-        return len(payloads)
+        return len(counts)
 
     async def close(self) -> None:
+        """At shutdown: send what is still waiting (best effort), then disconnect."""
+        try:
+            if self._counts:
+                await self._send()
+        except Exception:
+            log.debug("the last announcements were not sent", exc_info=True)
+        finally:
+            await self._disconnect()
+
+    async def _disconnect(self) -> None:
         session, self._session = self._session, None
+        self.backend_pid = None
         if session is not None:
             try:
                 await session.close()

@@ -278,8 +278,7 @@ class TaskStore:
     async def task_requeue(self, task_id: UUID) -> str:
         """Admin: a dead-lettered task gets a fresh set of attempts."""
         row = await self._db.fetch_one("task_requeue", {"task_id": task_id})
-        if row is not None:
-            self._ready.tasks_inserted([row])
+        if row is not None:  # the statement NOTIFYs waiting claims itself
             await self._events.publish_rows([row])
             return str(row["status"])
         current = await self._db.fetch_one("task_status", {"task_id": task_id})

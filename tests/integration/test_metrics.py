@@ -223,3 +223,32 @@ def test_task_type_labels_are_bounded_and_metrics_can_leave_the_api_port(
         response = api.get("/metrics")
         assert response.status_code == 404
         assert "metrics port" in response.json()["error"]
+
+
+def test_submits_are_counted_under_their_route_whichever_path_answers(database_url: str) -> None:
+    """The submit's fast path answers valid submits and streamed oversize bodies itself; the
+    FastAPI route answers refusals. All of them count under the route, not as "unmatched"."""
+    settings = BrokerSettings(database_url=database_url, auth="off", max_payload_bytes=1024)
+    with TestClient(create_app(settings), base_url=LOOPBACK) as api:
+        assert api.post("/api/v1/tasks", json={"task_type": "a"}).status_code == 201
+        assert api.post("/api/v1/tasks", json={"task_type": "bad type"}).status_code == 400
+
+        def chunks() -> Iterator[bytes]:  # no Content-Length: the cap applies while reading
+            yield b'{"task_type": "a", "payload": "'
+            for _ in range(settings.max_body_bytes // 1000 + 1):
+                yield b"A" * 1000
+            yield b'"}'
+
+        streamed = api.post(
+            "/api/v1/tasks", content=chunks(), headers={"Content-Type": "application/json"}
+        )
+        assert streamed.status_code == 413
+        assert "larger than the limit" in streamed.json()["error"]
+        found = samples(api.get("/metrics").text)
+    for code in ("201", "400", "413"):
+        counted = value(
+            found, "tq_http_requests_total", method="POST", route="/api/v1/tasks", code=code
+        )
+        assert counted == 1, code
+    unmatched = value(found, "tq_http_requests_total", method="POST", route="unmatched", code="413")
+    assert unmatched is None

@@ -17,6 +17,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tq_broker.app import create_app
+from tq_broker.connector import ConnectorConfig
+from tq_broker.errors import StoreUnavailable
+from tq_broker.notifier import TaskReadyNotifier
+from tq_broker.ready_announcer import ReadyAnnouncer
 from tq_broker.settings import BrokerSettings
 
 from ..conftest import LOOPBACK
@@ -118,13 +122,18 @@ def test_a_batch_wakes_a_waiting_claim_on_another_replica(
     assert answer["seconds"] < CLAIM_WAIT_SECONDS / 2
 
 
-def test_a_task_scheduled_for_later_wakes_nobody(replicas: tuple[TestClient, TestClient]) -> None:
+def test_a_task_scheduled_for_later_wakes_nobody(
+    replicas: tuple[TestClient, TestClient], database_url: str
+) -> None:
     first, second = replicas
     register(second, "worker-later-aaaaaa", ["resize"])
     join = claim_in_background(second, "worker-later-aaaaaa")
-    submit(first, "resize", schedule_at="2999-01-01T00:00:00Z")
-    time.sleep(1.0)
-    now_ready = submit(first, "resize")
+    with psycopg.connect(database_url, autocommit=True) as listening:
+        listening.execute("LISTEN tq_task_ready")
+        submit(first, "resize", schedule_at="2999-01-01T00:00:00Z")
+        assert [n.payload for n in listening.notifies(timeout=1.0)] == [], "announced"
+        now_ready = submit(first, "resize")
+        assert [n.payload for n in listening.notifies(timeout=5.0, stop_after=1)] == ["resize 1"]
     answer = join()
     assert answer["tasks"] == [now_ready], "the scheduled task is not claimable, nor claimed"
 
@@ -147,4 +156,27 @@ def test_a_submit_commits_without_notifying_in_its_own_transaction(
         assert list(listening.notifies(timeout=1.0)) == []
         submit(first, "announced")
         payloads = [n.payload for n in listening.notifies(timeout=5.0, stop_after=1)]
-        assert len(payloads) == 1 and payloads[0].startswith("announced 1 ")
+        assert payloads == ["announced 1"], "the previous version's payload, for rolling updates"
+
+
+async def test_an_announcement_whose_send_failed_goes_with_the_next_one(database_url: str) -> None:
+    """The announcer's session dies (a PostgreSQL restart, a terminated backend): the counts it
+    was sending are not dropped but sent, added up, once it has reconnected."""
+    notifier = TaskReadyNotifier()
+    announcer = ReadyAnnouncer(ConnectorConfig(database_url), notifier)
+    with psycopg.connect(database_url, autocommit=True) as listening:
+        listening.execute("LISTEN tq_task_ready")
+        try:
+            announcer.tasks_inserted([{"task_type": "first", "ready": True}])
+            assert await announcer.run_once() == 1
+            assert [n.payload for n in listening.notifies(timeout=5.0, stop_after=1)] == ["first 1"]
+            listening.execute("SELECT pg_terminate_backend(%s)", (announcer.backend_pid,))
+            announcer.tasks_inserted([{"task_type": "lost", "ready": True}] * 2)
+            with pytest.raises(StoreUnavailable):
+                await announcer.run_once()
+            announcer.tasks_inserted([{"task_type": "lost", "ready": True}])
+            assert await announcer.run_once() == 1
+            payloads = [n.payload for n in listening.notifies(timeout=5.0, stop_after=1)]
+        finally:
+            await announcer.close()
+    assert payloads == ["lost 3"]

@@ -38,6 +38,7 @@ from tq_client.models import SubmitTaskRequest
 
 SUBMIT_PATH = "/api/v1/tasks"
 IDEMPOTENCY_HEADER = b"idempotency-key"
+BODY_UNREADABLE = "There was an error parsing the body"  # FastAPI's text for the same case
 
 
 def parse_submit(body: bytes) -> SubmitTaskRequest | None:
@@ -62,19 +63,20 @@ class SubmitFastPath:
         if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] != SUBMIT_PATH:
             await self.app(scope, receive, send)
             return
+        scope["route"] = self.route  # every answer from here is counted under the route
         try:
             body = await _read_body(receive)
         except HTTPException as exc:  # the size limit, while streaming
             await error_response(exc.status_code, str(exc.detail))(scope, receive, send)
             return
-        if body is None:
-            return  # the client went away before sending its whole body: nothing to answer
+        if body is None:  # the client went away mid-body: answered (to nobody) as the route does
+            await error_response(400, BODY_UNREADABLE)(scope, receive, send)
+            return
         request = parse_submit(body)
         key_taken, idempotency_key = _idempotency_key(scope)
         if request is None or not key_taken:
             await self.app(scope, _replay(body, receive), send)
             return
-        scope["route"] = self.route
         try:
             http_request = Request(scope, receive)
             principal = await authorize_request(http_request, Permission.SUBMIT_TASKS)
