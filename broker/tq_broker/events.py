@@ -23,7 +23,6 @@ subscriber that falls a whole queue behind is dropped: the database is the truth
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import time
@@ -34,6 +33,7 @@ from datetime import datetime
 from typing import Any
 
 from tq_broker.connector import Connector
+from tq_broker.services import pause_until
 
 log = logging.getLogger(__name__)
 
@@ -176,8 +176,7 @@ class EventPublisher:
 
     async def run_once(self) -> int:
         """Send the buffered events, many per notification, if anyone listens; how many."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._pending.wait(), IDLE_WAIT_SECONDS)
+        await pause_until(self._pending, IDLE_WAIT_SECONDS)
         if not self._pending.is_set():
             return 0
         # Let concurrent requests join the batch; longer while nobody was listening.

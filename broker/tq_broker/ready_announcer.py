@@ -23,13 +23,14 @@ session's backend pid): its waiters were woken already.
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import collections
 import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from tq_broker.connector import ConnectorConfig, DedicatedSession, connect_dedicated
 from tq_broker.notifier import TaskReadyNotifier
+from tq_broker.services import pause_until
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,7 @@ class ReadyAnnouncer:
     def __init__(self, config: ConnectorConfig, notifier: TaskReadyNotifier) -> None:
         self._config = config
         self._notifier = notifier
-        self._counts: dict[str, int] = {}  # ready tasks by type, not yet sent
+        self._counts: collections.Counter[str] = collections.Counter()  # by type, not yet sent
         self._pending = asyncio.Event()
         self._session: DedicatedSession | None = None
         self.backend_pid: int | None = None  # of the session that sends, while connected
@@ -50,28 +51,23 @@ class ReadyAnnouncer:
     def tasks_inserted(self, rows: Iterable[Mapping[str, Any]]) -> None:
         """Announce the committed rows that are ready now (`ready`; a scheduled `run_at` in
         the future wakes nobody yet)."""
-        counts: dict[str, int] = {}
-        for row in rows:
-            if row.get("ready", True):
-                counts[row["task_type"]] = counts.get(row["task_type"], 0) + 1
+        counts = collections.Counter(row["task_type"] for row in rows if row.get("ready", True))
         if not counts:
             return
         self._notifier.wake_types(dict(counts))
-        for task_type, count in counts.items():
-            self._counts[task_type] = self._counts.get(task_type, 0) + count
+        self._counts.update(counts)
         self._pending.set()
 
     async def run_once(self) -> int:
         """Send what gathered, one statement; how many task types it named."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._pending.wait(), IDLE_WAIT_SECONDS)
+        await pause_until(self._pending, IDLE_WAIT_SECONDS)
         if not self._pending.is_set():
             return 0
         return await self._send()
 
     async def _send(self) -> int:
         self._pending.clear()
-        counts, self._counts = self._counts, {}
+        counts, self._counts = self._counts, collections.Counter()
         try:
             if self._session is None or self._session.closed:
                 self._session = await connect_dedicated(
@@ -81,8 +77,7 @@ class ReadyAnnouncer:
             payloads = [f"{task_type} {count}" for task_type, count in counts.items()]
             await self._session.fetch_one("tasks_announce_ready", {"payloads": payloads})
         except BaseException:
-            for task_type, count in counts.items():  # sent with the next statement instead
-                self._counts[task_type] = self._counts.get(task_type, 0) + count
+            self._counts.update(counts)  # sent with the next statement instead
             self._pending.set()
             await self._disconnect()
             raise

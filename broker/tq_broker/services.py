@@ -104,7 +104,7 @@ class ServiceRunner:
         name = schedule.service.name
         while not stop.is_set():
             if schedule.leader_only and not self._is_leader():
-                await _pause(stop, self._leader_poll)
+                await pause_until(stop, self._leader_poll)
                 continue
             try:
                 result = await schedule.service.run_once()
@@ -119,7 +119,7 @@ class ServiceRunner:
                 pause = schedule.interval_seconds
                 if result is not None:
                     log.debug("%s: %s", name, result)
-            await _pause(stop, pause)
+            await pause_until(stop, pause)
 
     def _failed(self, name: str) -> float:
         self.failures[name] += 1
@@ -134,9 +134,11 @@ class ServiceRunner:
             log.exception("closing %s failed", service.name)
 
 
-async def _pause(stop: asyncio.Event, seconds: float) -> None:
+async def pause_until(event: asyncio.Event, seconds: float) -> None:
+    """Return once `event` is set or `seconds` have passed, whichever is first (0: just let
+    others run). Also how a service's `run_once` waits for work that may not come."""
     if seconds <= 0:
         await asyncio.sleep(0)  # let others run between back-to-back runs
         return
     with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), seconds)
+        await asyncio.wait_for(event.wait(), seconds)

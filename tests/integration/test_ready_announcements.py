@@ -82,24 +82,14 @@ def submit(api: TestClient, task_type: str, **fields: Any) -> str:
     return str(response.json()["task_id"])
 
 
-def test_a_submit_wakes_a_claim_waiting_on_the_same_replica(
-    replicas: tuple[TestClient, TestClient],
-) -> None:
-    first, _ = replicas
-    register(first, "worker-local-aaaaaa", ["resize"])
-    join = claim_in_background(first, "worker-local-aaaaaa")
-    task_id = submit(first, "resize")
-    answer = join()
-    assert answer["tasks"] == [task_id]
-    assert answer["seconds"] < CLAIM_WAIT_SECONDS / 2, "woken by its timeout, not the submit"
-
-
-def test_a_submit_wakes_a_claim_waiting_on_another_replica(
-    replicas: tuple[TestClient, TestClient],
+@pytest.mark.parametrize("waiting_on", ["the same replica", "another replica"])
+def test_a_submit_wakes_a_claim_waiting_on(
+    replicas: tuple[TestClient, TestClient], waiting_on: str
 ) -> None:
     first, second = replicas
-    register(second, "worker-remote-aaaaaa", ["resize"])
-    join = claim_in_background(second, "worker-remote-aaaaaa")
+    claimer = first if waiting_on == "the same replica" else second
+    register(claimer, "worker-waiting-aaaaaa", ["resize"])
+    join = claim_in_background(claimer, "worker-waiting-aaaaaa")
     task_id = submit(first, "resize")
     answer = join()
     assert answer["tasks"] == [task_id]

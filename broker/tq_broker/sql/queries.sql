@@ -48,7 +48,7 @@ LEFT JOIN tq_task_type_defaults AS d ON d.task_type = b.task_type
 RETURNING task_id, task_type, status, updated_at, run_at <= now() AS ready;
 
 -- tasks_announce_ready --
--- Wake waiting claims on every replica: one 'type n origin' notification per task type.
+-- Wake waiting claims on every replica: one 'type n' notification per task type.
 SELECT count(pg_notify('tq_task_ready', p)) AS sent FROM unnest(%(payloads)b::text[]) AS p;
 
 -- task_get --
